@@ -1,0 +1,1 @@
+"""llm-dispatch: the front (job model, configuration, routing, CLI)."""

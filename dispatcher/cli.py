@@ -1,0 +1,25 @@
+"""The ``dispatch`` command. Each module in ``dispatcher.commands`` adds its commands."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import typer
+
+import dispatcher.commands
+
+app = typer.Typer(
+    name="dispatch",
+    help="Run LLM chat-completion jobs across free-tier providers within their rate limits.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _mod in sorted(pkgutil.iter_modules(dispatcher.commands.__path__), key=lambda m: m.name):
+    importlib.import_module(f"dispatcher.commands.{_mod.name}").register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,255 @@
+"""The configuration schema (CONTRACT.md, "Configuration: a directory").
+
+Every model forbids unknown keys: a typo must not silently drop a limit.
+Provider figures live in ``config/*.yaml``, never here.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BUILTIN_TAGS = ("fast", "reasoning", "bulk", "vision")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Unit(StrEnum):
+    requests = "requests"
+    tokens = "tokens"
+    neurons = "neurons"
+
+
+class Per(StrEnum):
+    second = "second"
+    minute = "minute"
+    hour = "hour"
+    day = "day"
+    month = "month"
+
+    @property
+    def rolling(self) -> bool:
+        return self in (Per.second, Per.minute, Per.hour)
+
+    @property
+    def seconds(self) -> int:
+        """Window length of a rolling limit (calendar periods have no fixed length)."""
+        return {Per.second: 1, Per.minute: 60, Per.hour: 3600}[self]
+
+
+class Limit(Strict):
+    """``{unit: requests, limit: 30, per: minute}``."""
+
+    unit: Unit
+    limit: Annotated[int, Field(gt=0)]
+    per: Per
+
+
+class NeuronRates(Strict):
+    """Cloudflare neurons per million tokens."""
+
+    input_per_million: Annotated[float, Field(ge=0)]
+    output_per_million: Annotated[float, Field(ge=0)]
+
+
+class Price(Strict):
+    """List price (USD per million tokens) of the paid equivalent, for `dispatch report`."""
+
+    input_per_million: Annotated[float, Field(ge=0)]
+    output_per_million: Annotated[float, Field(ge=0)]
+
+
+class ModelConfig(Strict):
+    id: Annotated[str, Field(min_length=1)]
+    context_window: Annotated[int, Field(gt=0)] = 131072
+    max_output_tokens: Annotated[int, Field(gt=0)] = 8192
+    default_max_tokens: Annotated[int | None, Field(gt=0)] = None
+    vision: bool = False
+    reasoning: bool = False
+    paid: bool = False
+    limits: list[Limit] = []
+    neurons: NeuronRates | None = None
+    price: Price | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _no_space(cls, v: str) -> str:
+        if v != v.strip() or " " in v:
+            raise ValueError("model id must not contain spaces")
+        return v
+
+
+Dialect = Literal["openai", "groq", "openrouter", "cloudflare", "mistral", "nvidia"]
+
+
+class ProviderConfig(Strict):
+    base_url: Annotated[str, Field(min_length=1)]
+    api_key_env: str
+    timezone: str = "UTC"
+    limits: list[Limit] = []
+    models: Annotated[list[ModelConfig], Field(min_length=1)]
+    # Operational settings (the implementation's choice, see README).
+    dialect: Dialect = "openai"
+    concurrency: Annotated[int, Field(gt=0, le=256)] = 8
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    paid: bool = False
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not ENV_NAME_RE.match(v):
+            raise ValueError(
+                "must be the NAME of an environment variable (letters, digits, '_'), "
+                "never the key itself"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _check_models(self) -> ProviderConfig:
+        seen: set[str] = set()
+        for i, m in enumerate(self.models):
+            if m.id in seen:
+                raise ValueError(f"models[{i}].id: duplicate model id {m.id!r}")
+            seen.add(m.id)
+            all_limits = list(self.limits) + list(m.limits)
+            if any(lim.unit is Unit.neurons for lim in all_limits) and m.neurons is None:
+                raise ValueError(
+                    f"models[{i}] ({m.id}): a neurons limit applies but the model has no "
+                    "`neurons` rates"
+                )
+            if self.dialect == "openrouter" and not m.id.endswith(":free") and not m.paid:
+                raise ValueError(
+                    f"models[{i}] ({m.id}): an OpenRouter model without ':free' can bill; "
+                    "mark it `paid: true`"
+                )
+            if m.default_max_tokens and m.default_max_tokens > m.max_output_tokens:
+                raise ValueError(
+                    f"models[{i}] ({m.id}): default_max_tokens exceeds max_output_tokens"
+                )
+        return self
+
+    def model(self, model_id: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+
+class ProvidersFile(Strict):
+    providers: dict[str, ProviderConfig]
+
+    @field_validator("providers")
+    @classmethod
+    def _names(cls, v: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
+        for name in v:
+            if not NAME_RE.match(name):
+                raise ValueError(
+                    f"provider name {name!r}: use lowercase letters, digits, '-' and '_'"
+                )
+        return v
+
+
+class RoutesFile(Strict):
+    routes: dict[str, list[str]] = {}
+
+    @field_validator("routes")
+    @classmethod
+    def _tags(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for tag in v:
+            if not NAME_RE.match(tag):
+                raise ValueError(f"tag {tag!r}: use lowercase letters, digits, '-' and '_'")
+        out = {t: [] for t in BUILTIN_TAGS}
+        out.update({t: list(targets or []) for t, targets in v.items()})
+        return out
+
+
+class Schedule(Strict):
+    """A cron entry: a 5-field expression and a batch file or inline jobs to enqueue."""
+
+    cron: str
+    timezone: str = "UTC"
+    batch: str | None = None
+    jobs: list[dict] | None = None
+    enabled: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        fields = v.split()
+        if len(fields) != 5:
+            raise ValueError(f"cron {v!r}: expected 5 fields (minute hour day month weekday)")
+        from celery.schedules import crontab
+
+        try:
+            crontab(*fields[:2], day_of_month=fields[2], month_of_year=fields[3],
+                    day_of_week=fields[4])
+        except Exception as exc:  # celery raises ValueError / ParseException
+            raise ValueError(f"cron {v!r}: {exc}") from exc
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Schedule:
+        if (self.batch is None) == (self.jobs is None):
+            raise ValueError("give exactly one of `batch` (a JSONL file) or `jobs` (inline)")
+        return self
+
+
+class SchedulesFile(Strict):
+    schedules: dict[str, Schedule] = {}
+
+
+class RoutingSettings(Strict):
+    preference_delay_s: Annotated[float, Field(ge=0)] = 2.0
+    """A preferred target that frees up within this delay wins over a less preferred one."""
+    horizon_s: Annotated[float, Field(gt=0)] = 2.0
+    """Jobs are handed to a provider queue only when they can start within this horizon."""
+
+
+class QuotaSettings(Strict):
+    timing_margin_ms: Annotated[float, Field(ge=0)] = 20.0
+    """Added to every rolling window, capped at 1% of it, for send-time jitter."""
+    chars_per_token: Annotated[float, Field(gt=0)] = 3.0
+    message_overhead_tokens: Annotated[int, Field(ge=0)] = 8
+    image_tokens: Annotated[int, Field(ge=0)] = 1600
+
+
+class JobSettings(Strict):
+    default_max_tokens: Annotated[int, Field(gt=0)] = 1024
+    max_lines: Annotated[int, Field(gt=0)] = 1_000_000
+    retention_days: Annotated[float, Field(gt=0)] = 7.0
+    max_attempts: Annotated[int, Field(gt=0)] = 8
+
+
+class Settings(Strict):
+    """``settings.yaml`` (optional): operational settings, documented in the README."""
+
+    allow_paid: bool = False
+    routing: RoutingSettings = RoutingSettings()
+    quota: QuotaSettings = QuotaSettings()
+    jobs: JobSettings = JobSettings()
+    prices: dict[str, Price] = {}
+    """Paid-equivalent list prices by target (``provider/model``) for ``dispatch report``."""

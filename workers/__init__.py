@@ -1,0 +1,1 @@
+"""llm-dispatch: the provider side (quota, provider clients, Celery tasks)."""

@@ -1,0 +1,1 @@
+"""Provider clients and dialect adapters."""

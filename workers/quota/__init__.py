@@ -1,0 +1,1 @@
+"""Redis quota engine: atomic multi-limit reservations."""

@@ -1,0 +1,1 @@
+"""A local OpenAI-compatible provider simulator that enforces configured limits."""
