@@ -23,3 +23,7 @@ for _mod in sorted(pkgutil.iter_modules(dispatcher.commands.__path__), key=lambd
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

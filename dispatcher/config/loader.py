@@ -170,13 +170,43 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a repeated key (PyYAML silently keeps the last one,
+    so a second ``limits:`` would drop the first list of limits)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # unhashable key: let the default constructor report it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _read_yaml(path: Path, required: bool) -> dict[str, Any]:
     if not path.exists():
         if required:
             raise ConfigError([f"{path}: file not found"])
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path.name}: cannot read: {exc}"]) from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -222,7 +252,7 @@ def _validate(model: type[BaseModel], data: dict[str, Any], filename: str) -> An
 
 
 def load_config(directory: str | os.PathLike[str] | None = None, simulate: bool = False) -> Config:
-    """Read and validate ``providers.yaml``, ``routes.yaml``, ``schedules.yaml``, ``settings.yaml``."""
+    """Read and validate the four YAML files (``settings.yaml``, ``schedules.yaml`` optional)."""
     d = config_dir(directory)
     if not d.is_dir():
         raise ConfigError([f"{d}: configuration directory not found"])

@@ -1,0 +1,39 @@
+"""Shared CLI plumbing: clear errors and exit codes instead of tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from dispatcher.config import Config, ConfigError, load_config
+from dispatcher.connect import RedisNotConfigured, redis_url
+
+err = Console(stderr=True)
+
+EXIT_INVALID = 2
+EXIT_INFRA = 1
+
+
+def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def load_or_exit(directory: str | None, simulate: bool = False) -> Config:
+    try:
+        return load_config(directory, simulate=simulate)
+    except ConfigError as exc:
+        err.print("[bold red]invalid configuration:[/]", highlight=False)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def require_redis() -> str:
+    try:
+        return redis_url(required=True) or ""
+    except RedisNotConfigured as exc:
+        fail(str(exc))

@@ -1,0 +1,88 @@
+"""``dispatch providers``: every provider and model, its limits, and whether it is enabled."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from dispatcher.commands.config_cmd import ConfigOption, SimulateOption, is_paid, load_or_exit
+from dispatcher.config import Config, Limit, Per, Unit
+
+_UNIT = {Unit.requests: "req", Unit.tokens: "tok", Unit.neurons: "neurons"}
+_PER = {Per.second: "s", Per.minute: "min", Per.hour: "h", Per.day: "day", Per.month: "month"}
+
+
+def format_limit(limit: Limit) -> str:
+    """``{requests, 14400, day}`` -> ``"14,400 req/day"``."""
+    return f"{limit.limit:,} {_UNIT[limit.unit]}/{_PER[limit.per]}"
+
+
+def format_limits(limits: list[Limit]) -> str:
+    """Limits joined with a middle dot, or ``"-"`` when there are none."""
+    return " · ".join(format_limit(lim) for lim in limits) or "-"
+
+
+def build_table(cfg: Config) -> Table:
+    """One row per model; a provider's shared limits are spelled out on its first row."""
+    table = Table(title="Providers and models", show_lines=False)
+    table.add_column("provider", style="bold")
+    table.add_column("model", overflow="fold")
+    table.add_column("context", justify="right")
+    table.add_column("max out", justify="right")
+    table.add_column("flags")
+    table.add_column("limits")
+    table.add_column("status", overflow="fold")
+    for name, pc in cfg.providers.items():
+        status = cfg.status(name)
+        for i, model in enumerate(pc.models):
+            target = cfg.target(f"{name}/{model.id}")
+            paid = is_paid(cfg, target.key)
+            flags = {"vision": model.vision, "reasoning": model.reasoning, "paid": paid}
+            limits = [format_limits(model.limits)] if model.limits else []
+            if pc.limits and i == 0:
+                limits.append(f"all {name} models: {format_limits(pc.limits)}")
+            elif pc.limits and not limits:
+                limits.append(f"{name}'s shared limits")
+            if not status.enabled:
+                state = f"[red]disabled: {escape(status.reason or '')}[/red]"
+            elif paid and not cfg.settings.allow_paid:
+                state = "[yellow]skipped: paid (allow_paid is off)[/yellow]"
+            else:
+                state = "[green]enabled[/green]"
+            table.add_row(
+                escape(name) if i == 0 else "",
+                escape(model.id),
+                f"{model.context_window:,}",
+                f"{model.max_output_tokens:,}",
+                ", ".join(flag for flag, on in flags.items() if on),
+                escape("\n".join(limits) or "-"),
+                state,
+            )
+        table.add_section()
+    return table
+
+
+def providers(
+    config: ConfigOption = None,
+    simulate: SimulateOption = False,
+    test: Annotated[
+        bool,
+        typer.Option("--test", help="Send a tiny request to each enabled model."),
+    ] = False,
+) -> None:
+    """Each provider and model: context, output cap, flags, limits, enabled or why not."""
+    cfg = load_or_exit(config, simulate=simulate)
+    if test:
+        # --- live test: to be implemented by the lead (needs the provider clients). ---
+        typer.echo("--test needs a running setup: see `dispatch run --simulate`", err=True)
+        raise typer.Exit(2)
+    Console().print(build_table(cfg))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``dispatch providers`` to the CLI."""
+    app.command("providers")(providers)

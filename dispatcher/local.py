@@ -1,0 +1,107 @@
+"""A whole dispatch deployment on one machine, for ``dispatch run`` and ``dispatch up``.
+
+Starts what is missing — an embedded Redis when ``REDIS_URL`` is unset, the simulator for
+``--simulate``, local worker processes — and stops exactly what it started.
+
+    >>> with LocalStack(state_dir, config_dir, simulate=True) as stack:   # doctest: +SKIP
+    ...     stack.start_workers(["worker", "--all"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from dispatcher.embedded import EmbeddedRedis
+
+
+class LocalStack:
+    """Owns the processes and servers one command started."""
+
+    def __init__(self, state_dir: Path, config_dir: Path, simulate: bool,
+                 sim_latency: tuple[float, float] = (0.05, 0.3)):
+        self.state_dir = state_dir
+        self.config_dir = config_dir
+        self.simulate = simulate
+        self.sim_latency = sim_latency
+        self.embedded: EmbeddedRedis | None = None
+        self.simulator = None
+        self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        self.redis_url: str | None = None
+
+    def start_redis(self) -> str:
+        url = os.environ.get("REDIS_URL")
+        if not url:
+            self.embedded = EmbeddedRedis(self.state_dir)
+            url = self.embedded.start()
+            os.environ["REDIS_URL"] = url
+        self.redis_url = url
+        return url
+
+    def start_simulator(self, config) -> str:
+        """Run the provider simulator in this process and tell the workers where it is."""
+        from workers.runtime import SIM_KEY, get_runtime
+        from workers.simulator import Simulator
+
+        self.simulator = Simulator(config, latency=self.sim_latency).start()
+        rt = get_runtime()
+        rt.r.set(f"{rt.namespace}:{SIM_KEY}", self.simulator.url)
+        return self.simulator.url
+
+    def start_worker(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{name}.log"
+        env = {**os.environ, "REDIS_URL": self.redis_url or os.environ["REDIS_URL"],
+               "DISPATCH_CONFIG": str(self.config_dir)}
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dispatcher.cli", *args],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+        self.procs.append((name, proc, log_path))
+        return proc
+
+    def dead_workers(self) -> list[tuple[str, int, str]]:
+        """(name, exit code, last lines of its log) for every worker that stopped."""
+        out = []
+        for name, proc, log_path in self.procs:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace").splitlines()[-15:]
+                out.append((name, proc.returncode, "\n".join(tail)))
+        return out
+
+    def stop(self) -> None:
+        for _, proc, _ in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _, proc, _ in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None
+            os.environ.pop("REDIS_URL", None)
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,242 @@
+"""One call task: take quota, call the upstream, decide what the outcome means.
+
+The decisions (what a 429, a 5xx or a 401 does to the job and the target) are the table
+in :func:`next_step`, a pure function; :class:`Caller` does the I/O around it.
+
+Outcome → step:
+
+- success → the job completes;
+- 429 → the target (or the whole provider) cools down; the job waits again, no attempt counted;
+- 5xx, timeout, connection error → retry on the same target with backoff, then the next target;
+- 401/403 → the provider's circuit opens (loudly); 404 → the target's circuit opens;
+  413, an unsupported parameter, no vision → the next target;
+- context overflow → only targets with a larger window;
+- any other 4xx → the job fails at once with the upstream's error.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dispatcher.config.secrets import redact
+from workers.providers.adapters import adapter_for
+from workers.providers.client import call as call_upstream
+from workers.providers.outcomes import (
+    JobRejected,
+    RateLimited,
+    Success,
+    TargetRejected,
+    Transient,
+)
+from workers.quota.costs import Cost, estimate_cost, max_tokens_sent, usage_cost
+
+log = logging.getLogger("dispatch.call")
+
+AUTH_CIRCUIT_S = 3600.0
+NOT_FOUND_CIRCUIT_S = 3600.0
+DEFAULT_429_COOLDOWN_S = 5.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """What to do after an outcome."""
+
+    action: Literal["complete", "fail", "retry", "next_target", "wait_again"]
+    exclude: tuple[str, ...] = ()
+    count_attempt: bool = True
+
+
+def backoff_s(retry: int, base: float = 0.5, cap: float = 8.0) -> float:
+    """Exponential backoff with full jitter: 0.5, 1, 2, 4 … s, capped."""
+    return random.uniform(0, min(cap, base * (2**retry)))
+
+
+def next_step(outcome: Any, target: str, retries_here: int, max_retries: int,
+              windows: dict[str, int]) -> Step:
+    """The pure outcome table (see the module docstring)."""
+    if isinstance(outcome, Success):
+        return Step("complete")
+    if isinstance(outcome, RateLimited):
+        return Step("wait_again", count_attempt=False)
+    if isinstance(outcome, Transient):
+        if retries_here < max_retries:
+            return Step("retry")
+        return Step("next_target", exclude=(target,))
+    if isinstance(outcome, TargetRejected):
+        if outcome.kind == "context_overflow":
+            mine = windows.get(target, 0)
+            return Step("next_target", exclude=tuple(t for t, w in windows.items() if w <= mine))
+        return Step("next_target", exclude=(target,))
+    if isinstance(outcome, JobRejected):
+        return Step("fail")
+    return Step("next_target", exclude=(target,))
+
+
+def _error_body(body: Any) -> Any:
+    return body if isinstance(body, dict) else {"error": {"message": str(body)[:2000]}}
+
+
+class Caller:
+    """Runs one ``dispatch.call`` task against the shared :class:`~workers.runtime.Runtime`."""
+
+    def __init__(self, runtime):
+        self.rt = runtime
+
+    def run(self, job_id: str, target_key: str) -> dict[str, Any]:
+        rt, store = self.rt, self.rt.store
+        queued, calling = store.queued_key(target_key), store.calling_key(target_key)
+        try:
+            job = store.load(job_id)
+            if job is None or job.ended:
+                return {"job": job_id, "status": "already ended" if job else "unknown"}
+            status = rt.r.hget(store.batch_key(job.batch), "status")
+            if status == "cancelled":
+                store.finish(job, "cancelled", {"error": {"code": "cancelled",
+                             "message": "the batch was cancelled"}})
+                return {"job": job_id, "status": "cancelled"}
+            return self._run(job, target_key)
+        finally:
+            pipe = rt.r.pipeline(transaction=False)
+            pipe.zrem(queued, job_id)
+            pipe.zrem(calling, job_id)
+            pipe.execute()
+            store.wake(*self._sigs_for(target_key))
+
+    def _sigs_for(self, target_key: str) -> list[str]:
+        return [s for s, (_, targets) in self.rt.store.waitsets().items() if target_key in targets]
+
+    def _run(self, job, target_key: str) -> dict[str, Any]:
+        rt, store, cfg = self.rt, self.rt.store, self.rt.config
+        target = cfg.target(target_key)
+        quota = rt.quota(job.simulated)
+        model, pc = target.model, target.provider_config
+        adapter = adapter_for(pc.dialect)
+        cost = estimate_cost(job.body, model, cfg.settings.quota, cfg.settings.jobs)
+        max_tokens = max_tokens_sent(job.body, model, cfg.settings.jobs)
+        body = adapter.prepare(job.body, model.id, max_tokens)
+        base_url = rt.base_url(target.provider, job.simulated)
+        api_key = "simulated" if job.simulated else cfg.api_key(target.provider)
+        windows = {k: cfg.target(k).model.context_window for k in job.remaining_targets}
+        horizon = cfg.settings.routing.horizon_s
+        client = rt.clients.get(target.provider)  # built before quota is taken, not after
+        retries_here = 0
+        last: Any = None
+        store.mark(job.id, state="running", target=target_key)
+        while True:
+            if base_url is None or api_key is None:
+                return self._requeue(job, (target_key,), last, "target unavailable")
+            res = quota.reserve(target, cost)
+            if not res.granted:
+                if res.never:
+                    return self._requeue(job, (target_key,), last, res.limit or "never fits")
+                if res.wait_s <= horizon:
+                    time.sleep(res.wait_s)
+                    continue
+                return self._requeue(job, (), last, f"waiting for {res.limit}")
+            rt.r.zadd(store.calling_key(target_key), {job.id: time.time()})
+            outcome, latency, observations = call_upstream(adapter, client, base_url, api_key, body)
+            self._reconcile(quota, res.reservation_id, outcome, model)
+            for obs in observations:
+                quota.observe(target, obs.unit, obs.per, obs.remaining, obs.reset_s, obs.scope)
+            step = next_step(outcome, target_key, retries_here, pc.max_retries, windows)
+            if step.count_attempt:
+                attempts = store.add_attempt(job.id)
+                job.attempts = attempts
+            if isinstance(outcome, RateLimited):
+                self._cool(quota, target, outcome)
+            elif isinstance(outcome, TargetRejected) and outcome.kind == "auth":
+                log.error("provider %s rejected its key (%s %s): its circuit is open for %ds; "
+                          "check %s", target.provider, outcome.status,
+                          redact(outcome.message), AUTH_CIRCUIT_S, pc.api_key_env)
+                quota.cooldown(target, AUTH_CIRCUIT_S, "provider", "key rejected")
+            elif isinstance(outcome, TargetRejected) and outcome.kind == "not_found":
+                log.error("target %s answered 404 (retired model?): circuit open", target_key)
+                quota.cooldown(target, NOT_FOUND_CIRCUIT_S, "model", "model not found")
+            last = (outcome, latency, target_key)
+            if step.action == "complete":
+                return self._complete(job, outcome, latency, target_key)
+            if step.action == "fail":
+                return self._fail_with(job, outcome, latency, target_key)
+            if step.action == "retry":
+                retries_here += 1
+                time.sleep(backoff_s(retries_here))
+                continue
+            if job.attempts >= cfg.settings.jobs.max_attempts:
+                return self._fail_with(job, outcome, latency, target_key)
+            return self._requeue(job, step.exclude, last, type(outcome).__name__)
+
+    # -- helpers ----------------------------------------------------------------------
+    @staticmethod
+    def _reconcile(quota, reservation_id: str | None, outcome: Any, model) -> None:
+        if reservation_id is None:
+            return
+        actual = usage_cost(outcome.usage, model) if isinstance(outcome, Success) else None
+        if actual is None and not isinstance(outcome, Success):
+            actual = Cost(1, 0, 0)  # no answer: the request counts, no tokens were used
+        if actual is not None:
+            quota.reconcile(reservation_id, actual)
+
+    def _cool(self, quota, target, outcome: RateLimited) -> None:
+        if outcome.daily:
+            quota.close_until_reset(target, "day", outcome.scope, redact(outcome.message)[:200])
+        else:
+            wait = outcome.retry_after_s
+            if wait is None:
+                wait = DEFAULT_429_COOLDOWN_S
+            quota.cooldown(target, max(0.05, wait), outcome.scope, redact(outcome.message)[:200])
+
+    def _dispatch_block(self, job, target_key: str | None, latency: float | None) -> dict:
+        provider, _, model = (target_key or "").partition("/")
+        block: dict[str, Any] = {
+            "provider": provider or None,
+            "model": model or None,
+            "attempts": job.attempts,
+            "latency_ms": round(latency * 1000, 1) if latency is not None else None,
+        }
+        if job.simulated:
+            block["simulated"] = True
+        return block
+
+    def _complete(self, job, outcome: Success, latency: float, target_key: str) -> dict:
+        result = {
+            "status_code": outcome.status,
+            "body": outcome.body,
+            "dispatch": {**self._dispatch_block(job, target_key, latency),
+                         "usage": outcome.usage},
+        }
+        self.rt.store.finish(job, "completed", result, target_key.split("/", 1)[0])
+        return {"job": job.id, "status": "completed", "target": target_key}
+
+    def _fail_with(self, job, outcome: Any, latency: float | None, target_key: str) -> dict:
+        """Fail with the last upstream error, or ``retries_exhausted`` when none answered."""
+        status = getattr(outcome, "status", None)
+        body = getattr(outcome, "body", None)
+        result: dict[str, Any] = {"dispatch": self._dispatch_block(job, target_key, latency)}
+        if status is not None and body is not None:
+            result.update(status_code=status, body=_error_body(body))
+        else:
+            result["error"] = {
+                "code": "retries_exhausted",
+                "message": redact(getattr(outcome, "message", "") or "no answer from any target"),
+            }
+        self.rt.store.finish(job, "failed", result, target_key.split("/", 1)[0])
+        return {"job": job.id, "status": "failed", "target": target_key}
+
+    def _requeue(self, job, exclude: tuple[str, ...], last: Any, why: str) -> dict:
+        job.excluded = sorted({*job.excluded, *exclude})
+        if not job.remaining_targets:
+            if last is not None:
+                outcome, latency, tk = last
+                return self._fail_with(job, outcome, latency, tk)
+            result = {
+                "error": {"code": "rejected_by_all_targets", "message": why},
+                "dispatch": self._dispatch_block(job, None, None),
+            }
+            self.rt.store.finish(job, "failed", result)
+            return {"job": job.id, "status": "failed"}
+        self.rt.store.park(job)
+        return {"job": job.id, "status": "waiting", "why": why}

@@ -1,0 +1,76 @@
+"""The Celery app: Redis broker and result store from ``REDIS_URL``, never AMQP.
+
+Celery's default broker is AMQP; RabbitMQ runs on many machines, so an app that silently
+fell back to it would appear to work while bypassing Redis. Importing this module without
+``REDIS_URL`` therefore fails at once with a clear message.
+
+    $ REDIS_URL=redis://127.0.0.1:6379/0 celery -A workers.celery_app worker -Q tag.fast
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from dispatcher.connect import redis_url
+
+#: Queue-name prefixes: one queue per tag (routers) and one per provider (callers).
+TAG_QUEUE = "tag."
+PROVIDER_QUEUE = "prov."
+
+
+def visibility_timeout() -> int:
+    """Seconds before Redis redelivers an unacknowledged message.
+
+    It must exceed the longest a call task may hold its message (inline quota wait, the
+    upstream timeout times the retries, backoffs). Call tasks never park long waits in
+    worker memory — they hand the job back to Redis — so minutes suffice, and a dead
+    worker's jobs come back in minutes rather than the default hour.
+    """
+    return int(os.environ.get("DISPATCH_VISIBILITY_TIMEOUT", "900"))
+
+
+def make_app(url: str) -> Celery:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"REDIS_URL must be a redis:// URL, got {url.split('@')[-1]!r}")
+    vt = visibility_timeout()
+    restore_interval = max(1, min(10, vt // 10))
+    transport = {
+        "visibility_timeout": vt,
+        "unacked_restore_interval": restore_interval,
+        "unacked_restore_throttle": 1,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 10,
+        "health_check_interval": 25,
+    }
+    app = Celery("llm_dispatch", set_as_current=True)
+    app.conf.update(
+        broker_url=url,
+        result_backend=url,
+        broker_transport_options=transport,
+        result_backend_transport_options={"visibility_timeout": vt},
+        visibility_timeout=vt,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_soft_shutdown_timeout=5.0,
+        result_extended=False,
+        result_expires=int(float(os.environ.get("DISPATCH_RESULT_EXPIRES", "86400"))),
+        task_default_queue="dispatch.default",
+        task_track_started=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        imports=("workers.tasks",),
+    )
+    return app
+
+
+app = make_app(redis_url(required=True) or "")

@@ -1,0 +1,292 @@
+"""The Redis job store: job bodies, batches, waiting sets and results.
+
+Celery messages carry only ids; everything a job is lives here, so Flower and the broker
+never see a prompt or a key, and a redelivered message finds the job's true state.
+
+Layout (``ns`` is the deployment's namespace; a batch's keys share a hash tag):
+
+- ``ns:b:{batch}``            hash: total, completed, failed, status, created, deadline, ...
+- ``ns:j:{batch}:N``          hash: the N-th job (0-based input order): body, targets, state, ...
+- ``ns:w:SIG``                zset: jobs waiting for one list of targets, by fair score
+- ``ns:waitsets``             hash: SIG -> {"tag", "targets"}
+- ``ns:wake``                 list: signatures whose waiting set may move now
+- ``ns:queued:T`` / ``ns:calling:T``  zsets: jobs handed to target T's provider queue / in a call
+
+    >>> store = JobStore(redis_client(), "dispatch")           # doctest: +SKIP
+    >>> batch_id = store.create_batch(specs, simulated=True, deadline_s=3600)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
+_LUA = Path(__file__).with_name("lua")
+
+
+def waitset_sig(tag: str, targets: list[str]) -> str:
+    """A stable name for "jobs of this tag that these targets, in this order, may take"."""
+    blob = json.dumps([tag, targets], separators=(",", ":")).encode()
+    return hashlib.sha1(blob).hexdigest()[:16]
+
+
+def fair_score(index: int, batch_seq: int) -> float:
+    """Interleave batches: the k-th job of every batch comes before the (k+1)-th of any.
+
+    A one-job submission or a small cron batch is never stuck behind a 100,000-job batch
+    of the same tag; within a batch, input order is kept.
+    """
+    return index * 1000.0 + (batch_seq % 1000)
+
+
+@dataclass
+class Job:
+    id: str
+    batch: str
+    index: int
+    custom_id: str
+    tag: str
+    body: dict[str, Any]
+    targets: list[str]
+    excluded: list[str] = field(default_factory=list)
+    state: str = "waiting"
+    attempts: int = 0
+    score: float = 0.0
+    simulated: bool = False
+    deadline: float = 0.0
+    result: dict[str, Any] | None = None
+
+    @property
+    def remaining_targets(self) -> list[str]:
+        return [t for t in self.targets if t not in self.excluded]
+
+    @property
+    def ended(self) -> bool:
+        return self.state in TERMINAL
+
+
+def job_id(batch: str, index: int) -> str:
+    return f"{batch}:{index}"
+
+
+def split_job_id(jid: str) -> tuple[str, int]:
+    batch, _, index = jid.rpartition(":")
+    return batch, int(index)
+
+
+class JobStore:
+    """All job and batch state in Redis; every multi-key change is one Lua script."""
+
+    def __init__(self, r: redis.Redis, namespace: str = "dispatch", retention_s: float = 7 * 86400):
+        self.r = r
+        self.ns = namespace
+        self.retention_s = int(retention_s)
+        self._finish = r.register_script((_LUA / "finish.lua").read_text())
+        self._park = r.register_script((_LUA / "park.lua").read_text())
+
+    # -- keys ---------------------------------------------------------------
+    def batch_key(self, batch: str) -> str:
+        return f"{self.ns}:b:{{{batch}}}"
+
+    def job_key(self, jid: str) -> str:
+        batch, index = split_job_id(jid)
+        return f"{self.ns}:j:{{{batch}}}:{index}"
+
+    def wait_key(self, sig: str) -> str:
+        return f"{self.ns}:w:{sig}"
+
+    def done_key(self, batch: str) -> str:
+        return f"{self.ns}:done:{{{batch}}}"
+
+    @property
+    def wake_key(self) -> str:
+        return f"{self.ns}:wake"
+
+    @property
+    def waitsets_key(self) -> str:
+        return f"{self.ns}:waitsets"
+
+    def queued_key(self, target: str) -> str:
+        return f"{self.ns}:queued:{target}"
+
+    def calling_key(self, target: str) -> str:
+        return f"{self.ns}:calling:{target}"
+
+    # -- submission -----------------------------------------------------------
+    def create_batch(
+        self,
+        jobs: Iterable[Any],
+        *,
+        simulated: bool,
+        deadline_s: float,
+        name: str = "",
+        chunk: int = 2000,
+    ) -> tuple[str, set[str]]:
+        """Store a validated batch (``JobSpec``-like objects) and queue every job.
+
+        Returns the batch id and the waiting-set signatures that received jobs.
+        """
+        batch = "batch_" + uuid.uuid4().hex[:20]
+        seq = int(self.r.incr(f"{self.ns}:batchseq"))
+        now = time.time()
+        deadline = now + deadline_s
+        sigs: dict[str, tuple[str, list[str]]] = {}
+        total = 0
+        pipe = self.r.pipeline(transaction=False)
+        for i, spec in enumerate(jobs):
+            sig = waitset_sig(spec.tag, list(spec.targets))
+            sigs.setdefault(sig, (spec.tag, list(spec.targets)))
+            score = fair_score(i, seq)
+            jid = job_id(batch, i)
+            pipe.hset(
+                self.job_key(jid),
+                mapping={
+                    "custom_id": spec.custom_id,
+                    "tag": spec.tag,
+                    "body": json.dumps(spec.body, separators=(",", ":")),
+                    "targets": json.dumps(list(spec.targets)),
+                    "excluded": "[]",
+                    "state": "waiting",
+                    "attempts": 0,
+                    "score": score,
+                    "sig": sig,
+                    "simulated": int(simulated),
+                    "deadline": deadline,
+                },
+            )
+            pipe.expire(self.job_key(jid), self.retention_s + int(deadline_s))
+            pipe.zadd(self.wait_key(sig), {jid: score})
+            total += 1
+            if total % chunk == 0:
+                pipe.execute()
+        for sig, (tag, targets) in sigs.items():
+            pipe.hset(self.waitsets_key, sig, json.dumps({"tag": tag, "targets": targets}))
+        pipe.hset(
+            self.batch_key(batch),
+            mapping={
+                "total": total,
+                "completed": 0,
+                "failed": 0,
+                "status": "in_progress",
+                "created": now,
+                "deadline": deadline,
+                "simulated": int(simulated),
+                "name": name,
+                "tags": json.dumps(sorted({t for t, _ in sigs.values()})),
+            },
+        )
+        pipe.expire(self.batch_key(batch), self.retention_s + int(deadline_s))
+        pipe.zadd(f"{self.ns}:batches", {batch: now})
+        pipe.execute()
+        return batch, set(sigs)
+
+    # -- reading ----------------------------------------------------------------
+    def load(self, jid: str) -> Job | None:
+        h = self.r.hgetall(self.job_key(jid))
+        if not h:
+            return None
+        batch, index = split_job_id(jid)
+        return Job(
+            id=jid,
+            batch=batch,
+            index=index,
+            custom_id=h["custom_id"],
+            tag=h["tag"],
+            body=json.loads(h["body"]),
+            targets=json.loads(h["targets"]),
+            excluded=json.loads(h.get("excluded") or "[]"),
+            state=h["state"],
+            attempts=int(h.get("attempts") or 0),
+            score=float(h.get("score") or 0),
+            simulated=h.get("simulated") == "1",
+            deadline=float(h.get("deadline") or 0),
+            result=json.loads(h["result"]) if h.get("result") else None,
+        )
+
+    def describe(self, jid: str) -> dict[str, str]:
+        """What Flower may show of a job: ids and routing, never the prompt."""
+        cid, tag = self.r.hmget(self.job_key(jid), "custom_id", "tag")
+        return {"batch": split_job_id(jid)[0], "custom_id": cid or "", "tag": tag or ""}
+
+    def batch(self, batch: str) -> dict[str, Any] | None:
+        h = self.r.hgetall(self.batch_key(batch))
+        if not h:
+            return None
+        out: dict[str, Any] = {"id": batch, **h}
+        for k in ("total", "completed", "failed"):
+            out[k] = int(h.get(k) or 0)
+        out["providers"] = {k[2:]: int(v) for k, v in h.items() if k.startswith("p:")}
+        return out
+
+    def batches(self, limit: int = 20) -> list[str]:
+        return list(self.r.zrevrange(f"{self.ns}:batches", 0, limit - 1))
+
+    def results(self, batch: str) -> Iterator[tuple[int, str, str, dict[str, Any] | None]]:
+        """(index, custom_id, state, result) for every job, in input order."""
+        total = int(self.r.hget(self.batch_key(batch), "total") or 0)
+        step = 500
+        for start in range(0, total, step):
+            pipe = self.r.pipeline(transaction=False)
+            for i in range(start, min(total, start + step)):
+                pipe.hmget(self.job_key(job_id(batch, i)), "custom_id", "state", "result")
+            for i, (cid, state, result) in enumerate(pipe.execute(), start):
+                yield i, cid or "", state or "missing", json.loads(result) if result else None
+
+    # -- transitions ----------------------------------------------------------------
+    def mark(self, jid: str, **fields: Any) -> None:
+        self.r.hset(self.job_key(jid), mapping=fields)
+
+    def add_attempt(self, jid: str) -> int:
+        return int(self.r.hincrby(self.job_key(jid), "attempts", 1))
+
+    def finish(self, job: Job, state: str, result: dict[str, Any], provider: str = "") -> bool:
+        """End the job exactly once; a second finish (a redelivered message) changes nothing."""
+        done = self._finish(
+            keys=[self.job_key(job.id), self.batch_key(job.batch)],
+            args=[
+                state,
+                json.dumps(result, separators=(",", ":")),
+                provider,
+                self.retention_s,
+                self.done_key(job.batch),
+            ],
+        )
+        return int(done) == 1
+
+    def park(self, job: Job) -> bool:
+        """Put a job back among those waiting for its remaining targets (keeps its place)."""
+        targets = job.remaining_targets
+        sig = waitset_sig(job.tag, targets)
+        self.r.hsetnx(self.waitsets_key, sig, json.dumps({"tag": job.tag, "targets": targets}))
+        return bool(
+            self._park(
+                keys=[self.job_key(job.id), self.wait_key(sig), self.wake_key],
+                args=[job.id, sig, json.dumps(job.excluded), job.score],
+            )
+        )
+
+    def wake(self, *sigs: str) -> None:
+        if sigs:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.rpush(self.wake_key, *sigs)
+            pipe.ltrim(self.wake_key, -1000, -1)
+            pipe.execute()
+
+    def waitsets(self) -> dict[str, tuple[str, list[str]]]:
+        return {
+            sig: (d["tag"], d["targets"])
+            for sig, raw in self.r.hgetall(self.waitsets_key).items()
+            for d in [json.loads(raw)]
+        }
+
+    def set_batch_status(self, batch: str, status: str) -> None:
+        self.r.hset(self.batch_key(batch), mapping={"status": status})

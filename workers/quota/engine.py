@@ -1,0 +1,478 @@
+"""The quota engine: atomic, all-or-nothing reservations against every limit of a target.
+
+A provider's quota is never exceeded by any number of processes sharing one Redis, and
+none of it is wasted. One Lua script checks every limit that applies to a target
+(provider-wide and per model, from ``Target.limits()``) on the server's clock and, only
+if all of them pass, charges them all; otherwise it charges nothing and says which limit
+refused and how long until it would pass.
+
+Why a weighted sliding log and not GCRA or a token bucket: those admit up to ``B + r*T``
+in any window ``T``, so never exceeding ``L`` forces ``B + r*T <= L``: the long-run use is
+capped at ``(L - B)/L`` and ``B`` must exceed the largest request's cost (1,500 tokens
+against 6,000 tokens/minute leaves 75% of the quota usable). A log of reservations, each
+weighted by its cost, is exact for half-open windows and lets 100% of the limit be used;
+its memory grows with the reservations per window, not with units (a 40M tokens/minute
+limit costs one entry per call, not 40M). Rolling windows are stretched by the timing
+margin (``settings.quota.timing_margin_ms``, at most 1% of the window) so requests spaced
+by the window at reservation still arrive a window apart after send-time jitter.
+
+Calendar limits (day, month) are integer counters per period in the provider's time zone;
+Python computes the period and its bounds, the script checks that the *server* time lies
+in them (otherwise Python recomputes from the server's time and retries), so a machine
+with a skewed clock still charges the right day.
+
+Key layout (``{provider}`` is a Redis Cluster hash tag: one slot per provider)::
+
+    {ns}:q:limits                                 fingerprint of the limits in force
+    {ns}:q:{live|sim}:{<provider>}:p:<unit>:<per>            provider-wide sliding log (ZSET)
+    {ns}:q:{live|sim}:{<provider>}:p:<unit>:<per>:<period>   provider-wide calendar counter
+    {ns}:q:{live|sim}:{<provider>}:m:<model>:<unit>:<per>[:<period>]   the same, per model
+    {ns}:q:{live|sim}:{<provider>}:cool                      cooldowns (HASH p, m:<model>)
+    {ns}:q:{live|sim}:{<provider>}:r:<token>                 reservation record (HASH)
+
+A sliding log's members are ``"<cost>:<token>"`` scored by server time in microseconds;
+its running sum is the member ``#`` with score ``-sum`` (so it expires with the log).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from dispatcher.config.loader import Config, Target
+from dispatcher.config.models import Per, Unit
+from workers.quota.costs import Cost
+from workers.quota.limits import (
+    SCOPE_MODEL,
+    SCOPE_PROVIDER,
+    US,
+    LimitSpec,
+    Period,
+    calendar_period,
+    fingerprint_key,
+    key_prefix,
+    limit_specs,
+    member_cost,
+    rolling_ttl_ms,
+    unit_code,
+    window_us,
+)
+
+LUA_DIR = Path(__file__).with_name("lua")
+RECORD_TTL_MS = 25 * 3600 * 1000
+"""A reservation record outlives the longest rolling window and a day of late reconciles."""
+
+_OK, _REFUSED, _NEVER, _STALE, _COOLDOWN, _DUPLICATE = 1, 0, 2, 3, 4, 5
+
+
+class QuotaUnavailable(RuntimeError):
+    """Redis cannot be reached (or answered with an error): fail closed, send nothing."""
+
+
+class LimitsMismatch(RuntimeError):
+    """This process's configured limits differ from those in force in Redis."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The answer to :meth:`QuotaEngine.reserve` or :meth:`QuotaEngine.probe`.
+
+    Granted: ``reservation_id`` names the charge, for :meth:`QuotaEngine.reconcile`.
+    Refused: ``limit`` says which limit (or cooldown) refused, ``wait_s`` when to try again
+    (the longest wait among the refusing limits); ``never`` means the cost exceeds a limit
+    outright and no wait helps (``wait_s`` is then ``inf``). ``at`` is the server time of
+    the decision (epoch seconds).
+
+        >>> r = engine.reserve(target, Cost(1, 1200))            # doctest: +SKIP
+        >>> if not r.granted: retry_in(r.wait_s)                  # doctest: +SKIP
+    """
+
+    granted: bool
+    reservation_id: str | None
+    wait_s: float
+    limit: str | None
+    never: bool = False
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """One configured limit as :meth:`QuotaEngine.snapshot` sees it (``model`` is None for a
+    provider-wide limit; ``resets_at`` is when the oldest charge leaves a rolling window,
+    or the period end of a calendar limit, or None when nothing is charged)."""
+
+    provider: str
+    model: str | None
+    unit: Unit
+    per: Per
+    limit: int
+    used: int
+    remaining: int
+    resets_at: float | None
+
+    @property
+    def text(self) -> str:
+        return f"{self.limit} {self.unit.value}/{self.per.value}"
+
+
+@dataclass
+class _Plan:
+    """Everything about a target that does not change between reservations."""
+
+    provider: str
+    prefix: str
+    tz: str
+    cool_key: str
+    cool_field: str
+    specs: list[LimitSpec]
+    wins: list[int]  # window_us of rolling limits (0 for calendar)
+    ttls: list[str]  # TTL ms of rolling limits ("" for calendar)
+    codes: list[str]
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _load(name: str, prelude: str) -> str:
+    return prelude + "\n" + (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+
+
+class QuotaEngine:
+    """Reserve quota before every upstream call; reconcile with the reported usage after.
+
+    Every process sharing one Redis shares the quota; Redis unreachable means
+    :class:`QuotaUnavailable` (never send).
+
+        engine = QuotaEngine(redis_client(), config)
+        engine.ensure_limits()                      # refuse to run with other limits
+        target = config.target("groq/llama-3.1-8b-instant")
+        r = engine.reserve(target, estimate_cost(body, target.model, q, jobs))
+        if r.granted:
+            response = call_upstream(...)
+            engine.reconcile(r.reservation_id, usage_cost(response["usage"], target.model))
+        elif r.never:
+            fail("too large for", r.limit)
+        else:
+            retry_later(r.wait_s)
+    """
+
+    def __init__(
+        self,
+        redis: redis.Redis,
+        config: Config,
+        namespace: str = "dispatch",
+        simulated: bool = False,
+    ) -> None:
+        self.redis = redis
+        self.config = config
+        self.namespace = namespace
+        self.simulated = simulated
+        self.margin_ms = config.settings.quota.timing_margin_ms
+        self._plans: dict[str, _Plan] = {}
+        self._periods: dict[tuple[str, Per], Period] = {}
+        self._skew = 0.0  # server clock minus ours, learned from stale-period replies
+        prelude = (LUA_DIR / "prelude.lua").read_text(encoding="utf-8")
+        self._scripts = {
+            name: redis.register_script(_load(name, prelude))
+            for name in ("reserve", "reconcile", "observe", "cooldown", "status")
+        }
+
+    # ----------------------------------------------------------------- plumbing
+    def _plan(self, target: Target) -> _Plan:
+        plan = self._plans.get(target.key)
+        if plan is None:
+            prefix = key_prefix(self.namespace, self.simulated, target.provider)
+            specs = limit_specs(prefix, target.provider, target.model.id, target.limits())
+            wins = [window_us(s.limit.per, self.margin_ms) if s.rolling else 0 for s in specs]
+            plan = _Plan(
+                provider=target.provider,
+                prefix=prefix,
+                tz=target.provider_config.timezone,
+                cool_key=prefix + "cool",
+                cool_field="m:" + target.model.id,
+                specs=specs,
+                wins=wins,
+                ttls=[str(rolling_ttl_ms(w)) if w else "" for w in wins],
+                codes=[unit_code(s.limit.unit) for s in specs],
+            )
+            self._plans[target.key] = plan
+        return plan
+
+    def _period(self, tz: str, per: Per, now: float) -> Period:
+        p = self._periods.get((tz, per))
+        if p is None or not p.contains(now):
+            p = calendar_period(per, tz, now)
+            self._periods[(tz, per)] = p
+        return p
+
+    def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, reloading the script after NOSCRIPT (restart, failover, SCRIPT FLUSH);
+        any Redis failure becomes QuotaUnavailable: the caller must not send."""
+        script = self._scripts[name]
+        try:
+            try:
+                return self.redis.execute_command(
+                    "EVALSHA", script.sha, len(keys), *keys, *args
+                )
+            except NoScriptError:
+                script.sha = self.redis.script_load(script.script)
+                return self.redis.execute_command(
+                    "EVALSHA", script.sha, len(keys), *keys, *args
+                )
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise QuotaUnavailable(f"quota store unreachable: {exc}") from exc
+        except RedisError as exc:
+            raise QuotaUnavailable(f"quota store error: {exc}") from exc
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise QuotaUnavailable(f"quota store unreachable: {exc}") from exc
+        except RedisError as exc:
+            raise QuotaUnavailable(f"quota store error: {exc}") from exc
+
+    def _server_time(self) -> float:
+        sec, usec = self._call(self.redis.time)
+        return int(sec) + int(usec) / US
+
+    def _spec(self, target: Target, unit: Unit | str, per: Per | str, scope: str) -> LimitSpec:
+        unit, per = Unit(unit), Per(per)
+        for s in self._plan(target).specs:
+            if s.scope == scope and s.limit.unit is unit and s.limit.per is per:
+                return s
+        raise KeyError(f"{target}: no {scope} limit of {unit.value}/{per.value} is configured")
+
+    # ------------------------------------------------------------------ reserve
+    def reserve(self, target: Target, cost: Cost, reservation_id: str | None = None) -> Reservation:
+        """Charge ``cost`` against every limit of ``target`` now, or nothing.
+
+        ``reservation_id`` (optional) names the charge; it must be unique (a duplicate
+        raises ValueError). The returned id is ``"<provider>/<id>"``: pass it to
+        :meth:`reconcile`."""
+        return self._run(target, cost, 1, reservation_id, probe=False)
+
+    def probe(self, target: Target, cost: Cost, count: int = 1) -> Reservation:
+        """Would ``count`` × ``cost`` pass now? Consumes and writes nothing."""
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        return self._run(target, cost, count, None, probe=True)
+
+    def _run(
+        self, target: Target, cost: Cost, count: int, rid: str | None, probe: bool
+    ) -> Reservation:
+        plan = self._plan(target)
+        specs = plan.specs
+        costs = [cost.of(s.limit.unit) for s in specs]
+        for s, c in zip(specs, costs, strict=True):
+            if c < 0:
+                raise ValueError(f"negative cost {cost}")
+            if c * count > s.limit.limit:
+                return Reservation(False, None, math.inf, s.label, never=True)
+        if rid is None:
+            token, chosen = os.urandom(8).hex(), "0"
+        else:
+            token = rid.removeprefix(plan.provider + "/")
+            chosen = "1"
+        for _attempt in range(4):
+            now = time.time() + self._skew
+            keys = [plan.cool_key, plan.prefix + "r:" + token]
+            args: list[Any] = [
+                "p" if probe else "r", token, count, plan.cool_field, chosen, RECORD_TTL_MS
+            ]
+            for i, s in enumerate(specs):
+                if s.rolling:
+                    keys.append(s.base)
+                    args += ("z", costs[i], s.limit.limit, plan.wins[i], plan.ttls[i],
+                             plan.codes[i])
+                else:
+                    p = self._period(plan.tz, s.limit.per, now)
+                    keys.append(f"{s.base}:{p.key}")
+                    args += ("c", costs[i], s.limit.limit, p.start, p.end, plan.codes[i])
+            reply = self._eval("reserve", keys, args)
+            status, at = int(reply[0]), int(reply[1]) / US
+            if status == _OK:
+                return Reservation(True, None if probe else f"{plan.provider}/{token}", 0.0,
+                                   None, at=at)
+            if status == _REFUSED:
+                return Reservation(False, None, int(reply[2]) / US,
+                                   specs[int(reply[3]) - 1].label, at=at)
+            if status == _STALE:
+                # Our clock disagrees with the server's about the period: adopt its time.
+                self._skew = at - time.time()
+                self._periods.clear()
+                continue
+            if status == _COOLDOWN:
+                who = target.provider if _text(reply[3]) == "p" else target.key
+                reason = _text(reply[4]) or "paused"
+                return Reservation(False, None, int(reply[2]) / US,
+                                   f"{who}: cooldown ({reason})", at=at)
+            if status == _NEVER:
+                return Reservation(False, None, math.inf, specs[int(reply[3]) - 1].label,
+                                   never=True, at=at)
+            if status == _DUPLICATE:
+                raise ValueError(f"reservation id {rid!r} was already used")
+            raise QuotaUnavailable(f"unexpected reply from the reserve script: {reply!r}")
+        raise QuotaUnavailable("calendar period kept changing under the reservation")
+
+    def reconcile(self, reservation_id: str, actual: Cost) -> bool:
+        """Replace the estimated tokens/neurons of a reservation by the ``actual`` usage
+        (refund or debit; requests stay charged). Idempotent: True only for the call that
+        applied it; False when already reconciled, expired, or nothing needed reconciling
+        (a target with request limits only)."""
+        provider, sep, token = reservation_id.partition("/")
+        if not sep or provider not in self.config.providers:
+            raise ValueError(f"reservation id {reservation_id!r}: expected '<provider>/<id>'")
+        prefix = key_prefix(self.namespace, self.simulated, provider)
+        reply = self._eval(
+            "reconcile", [prefix + "r:" + token],
+            [max(actual.tokens, 0), max(actual.milli_neurons, 0), token],
+        )
+        return int(reply) == 1
+
+    # ------------------------------------------------------------ upstream feedback
+    def cooldown(self, target: Target, seconds: float, scope: str = SCOPE_MODEL,
+                 reason: str = "") -> float:
+        """Refuse every reservation of the model (or the whole provider) for ``seconds``,
+        e.g. after a 429 with Retry-After. Never shortens a longer cooldown. Returns the
+        epoch (server time) when it ends."""
+        if scope not in (SCOPE_MODEL, SCOPE_PROVIDER):
+            raise ValueError(f"scope must be {SCOPE_MODEL!r} or {SCOPE_PROVIDER!r}")
+        plan = self._plan(target)
+        field = plan.cool_field if scope == SCOPE_MODEL else "p"
+        reply = self._eval("cooldown", [plan.cool_key],
+                           [field, max(1, int(seconds * US)), reason.replace("\n", " ")])
+        return int(reply[0]) / US
+
+    def close_until_reset(self, target: Target, per: Per | str, scope: str = SCOPE_PROVIDER,
+                          reason: str = "") -> float:
+        """Close until the next reset of ``per`` in the provider's time zone (a "daily quota
+        spent" 429). Returns the seconds closed."""
+        per = Per(per)
+        now = self._server_time()
+        if per.rolling:
+            seconds = window_us(per, self.margin_ms) / US
+        else:
+            seconds = calendar_period(per, target.provider_config.timezone, now).end - now
+        self.cooldown(target, seconds, scope, reason or f"{per.value} quota spent")
+        return seconds
+
+    def cooldown_of(self, target: Target) -> tuple[float, str | None]:
+        """Seconds until the target's model and provider cooldowns end, and the reason."""
+        plan = self._plan(target)
+        now, up, rp, um, rm = self._eval("status", [plan.cool_key], [plan.cool_field])
+        best, reason = 0.0, None
+        for until, why in ((int(up), rp), (int(um), rm)):
+            if until - int(now) > best * US:
+                best, reason = (until - int(now)) / US, _text(why) or "paused"
+        return best, reason
+
+    def observe(self, target: Target, unit: Unit | str, per: Per | str, remaining: int,
+                reset_s: float | None = None, scope: str = SCOPE_MODEL) -> int:
+        """The upstream says only ``remaining`` units of this limit are left (someone else
+        uses the key): lower our view to match. Calendar: raise the counter to
+        ``limit - remaining``. Rolling: add a synthetic charge that leaves the window in
+        ``reset_s`` (default: a whole window). Returns the units added (0 if we already
+        counted as much); a limit that is not configured is ignored (0)."""
+        try:
+            spec = self._spec(target, unit, per, scope)
+        except KeyError:
+            return 0
+        plan = self._plan(target)
+        lim = spec.limit
+        remaining = max(0, min(int(remaining), lim.limit))
+        if spec.rolling:
+            win = window_us(lim.per, self.margin_ms)
+            reset_us = win if reset_s is None else int(max(0.0, reset_s) * US)
+            reply = self._eval("observe", [spec.base], [
+                "z", lim.limit, remaining, win, reset_us, rolling_ttl_ms(win),
+                "obs-" + os.urandom(6).hex(),
+            ])
+            return max(0, int(reply[0]))
+        for _attempt in range(3):
+            p = self._period(plan.tz, lim.per, time.time() + self._skew)
+            reply = self._eval("observe", [f"{spec.base}:{p.key}"],
+                               ["c", lim.limit, remaining, p.start, p.end])
+            if int(reply[0]) >= 0:
+                return int(reply[0])
+            self._skew = int(reply[1]) / US - time.time()
+            self._periods.clear()
+        raise QuotaUnavailable("calendar period kept changing during observe")
+
+    # ----------------------------------------------------------------- reading
+    def snapshot(self) -> list[LimitState]:
+        """Every configured limit: used, remaining, when it resets (server time)."""
+        now = self._server_time()
+        now_us = int(now * US)
+        rows: list[tuple[str, str | None, LimitSpec, int]] = []
+        seen: set[str] = set()
+        for target in self.config.targets():
+            for spec, win in zip(self._plan(target).specs, self._plan(target).wins, strict=True):
+                if spec.base in seen:
+                    continue
+                seen.add(spec.base)
+                rows.append((target.provider, spec.model_id, spec, win))
+        pipe = self.redis.pipeline(transaction=False)
+        periods: list[Period | None] = []
+        for provider, _model, spec, win in rows:
+            if spec.rolling:
+                pipe.zrangebyscore(spec.base, f"({now_us - win}", "+inf", withscores=True)
+                periods.append(None)
+            else:
+                p = calendar_period(spec.limit.per, self.config.providers[provider].timezone,
+                                    now)
+                pipe.get(f"{spec.base}:{p.key}")
+                periods.append(p)
+        replies = self._call(pipe.execute) if rows else []
+        out = []
+        for (provider, model, spec, win), reply, p in zip(rows, replies, periods, strict=True):
+            lim = spec.limit
+            if p is None:
+                entries = [(int(s), member_cost(m)) for m, s in reply]
+                used = sum(c for _, c in entries)
+                resets = (min(s for s, _ in entries) + win) / US if entries else None
+            else:
+                used = int(reply or 0)
+                resets = float(p.end)
+            out.append(LimitState(provider, model, lim.unit, lim.per, lim.limit, used,
+                                  max(0, lim.limit - used), resets))
+        return out
+
+    # -------------------------------------------------------- limits in force
+    def ensure_limits(self) -> str:
+        """Record this configuration's limits fingerprint, or refuse to run if Redis holds a
+        different one (every process must enforce the same limits)."""
+        key = fingerprint_key(self.namespace)
+        mine = self.config.limits_fingerprint()
+        if self._call(self.redis.set, key, mine, nx=True):
+            return mine
+        theirs = self._call(self.redis.get, key)
+        theirs = _text(theirs) if theirs is not None else None
+        if theirs is None:  # removed in between: try once more
+            self._call(self.redis.set, key, mine, nx=True)
+            return mine
+        if theirs != mine:
+            raise LimitsMismatch(
+                f"the configured limits (fingerprint {mine}) differ from those in force in "
+                f"Redis (fingerprint {theirs}, namespace {self.namespace!r}). Every process "
+                "must enforce the same limits: to adopt the new ones, stop every worker, "
+                "then run `dispatch quota --adopt-limits` with the new configuration."
+            )
+        return mine
+
+    def adopt_limits(self) -> str:
+        """Make this configuration's limits the ones in force (stop every worker first).
+        Usage already charged stays charged against the new limits."""
+        mine = self.config.limits_fingerprint()
+        self._call(self.redis.set, fingerprint_key(self.namespace), mine)
+        return mine

@@ -1,0 +1,40 @@
+-- Replace a reservation's estimated tokens/neurons by what the upstream reported.
+-- Idempotent: the record is marked done ("d") and a second call changes nothing.
+-- Sliding-log entries keep their timestamps; calendar counters are adjusted in place.
+-- Requests stay charged. The keys come from the record; all share the record's hash tag.
+--
+-- KEYS[1] reservation record ; ARGV[1] actual tokens, ARGV[2] actual milli-neurons,
+-- ARGV[3] reservation token. Reply: 1 applied, 0 unknown/expired, -1 already done.
+local rec = redis.call('HMGET', KEYS[1], 't', 'n', 'k', 'd')
+if not rec[1] then
+  return 0
+end
+if rec[4] then
+  return -1
+end
+local est = {t = rec[1], n = rec[2]}
+local act = {t = ARGV[1], n = ARGV[2]}
+local token = ARGV[3]
+for line in string.gmatch(rec[3], '[^\n]+') do
+  local unit, kind, key = string.sub(line, 1, 1), string.sub(line, 2, 2), string.sub(line, 3)
+  local delta = tonumber(act[unit]) - tonumber(est[unit])
+  if delta ~= 0 then
+    if kind == 'z' then
+      local old = est[unit] .. ':' .. token
+      local score = redis.call('ZSCORE', key, old)
+      if score then
+        redis.call('ZREM', key, old)
+        if tonumber(act[unit]) > 0 then
+          redis.call('ZADD', key, score, act[unit] .. ':' .. token)
+        end
+        redis.call('ZINCRBY', key, int(-delta), '#')
+      end
+    elseif redis.call('EXISTS', key) == 1 then
+      if redis.call('INCRBY', key, int(delta)) < 0 then
+        redis.call('SET', key, 0, 'KEEPTTL')
+      end
+    end
+  end
+end
+redis.call('HSET', KEYS[1], 'd', '1')
+return 1

@@ -1,0 +1,107 @@
+"""The Celery tasks: ``dispatch.pump`` on tag queues, ``dispatch.call`` on provider queues.
+
+Arguments are ids only (job id, target, waiting-set signature); ``argsrepr`` shows the
+batch, custom_id, tag and target so Flower identifies jobs without ever showing a prompt.
+Task results are ids and status; completions live in the job store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import bootsteps
+
+from workers.caller import Caller
+from workers.celery_app import PROVIDER_QUEUE, TAG_QUEUE, app
+from workers.pump import Pumper
+from workers.runtime import get_runtime
+
+log = logging.getLogger("dispatch.tasks")
+
+
+def publish_call(job_id: str, target: str) -> None:
+    rt = get_runtime()
+    d = rt.store.describe(job_id)
+    provider = target.split("/", 1)[0]
+    call.apply_async(
+        args=[job_id, target],
+        queue=PROVIDER_QUEUE + provider,
+        argsrepr=f"(batch={d['batch']}, custom_id={d['custom_id']}, tag={d['tag']}, "
+        f"target={target})",
+    )
+
+
+_pumper: Pumper | None = None
+_pumper_lock = threading.Lock()
+
+
+def pumper() -> Pumper:
+    global _pumper
+    with _pumper_lock:
+        if _pumper is None:
+            _pumper = Pumper(get_runtime(), publish_call)
+        return _pumper
+
+
+def kick(sigs: set[str] | list[str], batch: str = "") -> None:
+    """Ask the routers to look at these waiting sets (one pump task per set)."""
+    rt = get_runtime()
+    sets = rt.store.waitsets()
+    for sig in sigs:
+        tag = sets.get(sig, ("default", []))[0]
+        pump.apply_async(
+            args=[sig], queue=TAG_QUEUE + tag, argsrepr=f"(tag={tag}, batch={batch or '-'})"
+        )
+
+
+@app.task(name="dispatch.pump", ignore_result=False)
+def pump(sig: str) -> dict:
+    """Route the jobs waiting for one list of targets to whichever can start them soonest."""
+    rt = get_runtime()
+    tag, targets = rt.store.waitsets().get(sig, ("", []))
+    if not targets:
+        return {"sig": sig, "status": "empty"}
+    next_in = pumper().pump(sig, tag, targets)
+    return {"sig": sig, "tag": tag, "next_check_s": round(next_in, 3)}
+
+
+@app.task(name="dispatch.call", ignore_result=False)
+def call(job_id: str, target: str) -> dict:
+    """Take quota for one job on one target, call it, and record what happened."""
+    return Caller(get_runtime()).run(job_id, target)
+
+
+class Releaser(bootsteps.StartStopStep):
+    """In router workers: a thread that moves waiting jobs as capacity returns.
+
+    It sleeps until the soonest moment a waiting set could move, or until a worker
+    signals freed capacity on the wake list (BLPOP) — never a busy loop.
+    """
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker) -> None:
+        queues = {q.name for q in worker.app.amqp.queues.consume_from.values()} if (
+            worker.app.amqp.queues.consume_from
+        ) else set()
+        if not any(q.startswith(TAG_QUEUE) for q in queues):
+            return
+        self._thread = threading.Thread(target=self._run, name="dispatch-releaser", daemon=True)
+        self._thread.start()
+
+    def stop(self, worker) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        from workers.releaser import release_loop
+
+        release_loop(get_runtime(), pumper(), self._stop)
+
+
+app.steps["worker"].add(Releaser)
