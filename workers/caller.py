@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dispatcher.config.secrets import redact
+from workers import metrics
 from workers.providers.adapters import adapter_for
 from workers.providers.client import call as call_upstream
 from workers.providers.outcomes import (
@@ -131,6 +132,7 @@ class Caller:
                 return self._requeue(job, (target_key,), last, "target unavailable")
             res = quota.reserve(target, cost)
             if not res.granted:
+                metrics.record_refusal(target_key, res.limit)
                 if res.never:
                     return self._requeue(job, (target_key,), last, res.limit or "never fits")
                 if res.wait_s <= horizon:
@@ -140,6 +142,8 @@ class Caller:
             rt.r.zadd(store.calling_key(target_key), {job.id: time.time()})
             outcome, latency, observations = call_upstream(adapter, client, base_url, api_key, body)
             self._reconcile(quota, res.reservation_id, outcome, model)
+            metrics.record_call(target_key, type(outcome).__name__, latency,
+                                getattr(outcome, "usage", None))
             for obs in observations:
                 quota.observe(target, obs.unit, obs.per, obs.remaining, obs.reset_s, obs.scope)
             step = next_step(outcome, target_key, retries_here, pc.max_retries, windows)

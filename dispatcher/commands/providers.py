@@ -71,7 +71,9 @@ def providers(
     simulate: SimulateOption = False,
     test: Annotated[
         bool,
-        typer.Option("--test", help="Send a tiny request to each enabled model."),
+        typer.Option(
+            "--test", help="Send a tiny request to each enabled model (not available yet)."
+        ),
     ] = False,
 ) -> None:
     """Each provider and model: context, output cap, flags, limits, enabled or why not."""
