@@ -49,9 +49,9 @@ def follow_batch(rt, batch: str, console: Console,
         if done >= total or now - last_print >= PLAIN_EVERY_S:
             elapsed = now - start
             rate = done / max(1e-9, elapsed)
-            eta = (total - done) / rate if rate > 0 else float("nan")
+            eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
             console.print(f"progress: {done}/{total} done ({info.get('failed', 0)} failed) "
-                          f"{rate:.1f}/s eta {eta:.0f}s {_providers(info)}", highlight=False)
+                          f"{rate:.1f}/s eta {eta} {_providers(info)}", highlight=False)
             last_print = now
         if done >= total:
             return True

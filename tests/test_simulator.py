@@ -247,7 +247,8 @@ def test_mistral_headers_and_429(sim_factory: Any) -> None:
 
 
 def test_nvidia_429_has_no_headers(sim_factory: Any) -> None:
-    sim = sim_factory(provider_yaml("nvidia", "nvidia", "[{unit: requests, limit: 1, per: minute}]"))
+    one_per_minute = "[{unit: requests, limit: 1, per: minute}]"
+    sim = sim_factory(provider_yaml("nvidia", "nvidia", one_per_minute))
     r = chat(sim, "nvidia")
     assert r.status_code == 200 and not any("rate" in k.lower() for k in r.headers)
     r = chat(sim, "nvidia")

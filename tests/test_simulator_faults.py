@@ -8,12 +8,15 @@ from typing import Any
 
 import httpx
 import pytest
-from test_simulator import AUTH, chat, provider_yaml, sim_factory  # noqa: F401 - fixture
+import test_simulator as base
+from test_simulator import AUTH, chat, provider_yaml
 from typer.testing import CliRunner
 
 from dispatcher.cli import app
 from dispatcher.commands.simulate import parse_latency_ms
 from workers.simulator.faults import KINDS
+
+sim_factory = base.sim_factory  # the shared fixture
 
 ALL = "".join(provider_yaml(d, d, "[{unit: requests, limit: 3, per: minute}]")
               for d in ("openai", "groq", "mistral", "nvidia", "cloudflare"))

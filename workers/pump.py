@@ -29,6 +29,15 @@ STALE_AFTER_S = 1800.0
 IDLE_RECHECK_S = 5.0
 
 
+def spacing_s(target, cost) -> float:
+    """The steady-state time one job of ``cost`` occupies on ``target``'s rolling limits."""
+    return max(
+        (lim.per.seconds * cost.of(lim.unit) / lim.limit
+         for _, lim in target.limits() if lim.per.rolling),
+        default=0.0,
+    )
+
+
 @dataclass
 class TargetView:
     """What the pump knows of one target for the job at the head of a waiting set."""
@@ -121,12 +130,13 @@ class Pumper:
             probe = quota.probe(target, cost, count=queued + 1)
             if probe.granted:
                 delay = 0.0
-            elif probe.never and queued == 0:
-                delay = None
-            elif probe.never:
-                delay = cfg.settings.routing.horizon_s + 0.5
-            else:
+            elif not probe.never:
                 delay = probe.wait_s
+            elif queued == 0:
+                delay = None
+            else:  # the jobs queued ahead cannot all fit one window: they go one by one
+                alone = quota.probe(target, cost)
+                delay = None if alone.never else alone.wait_s + queued * spacing_s(target, cost)
             if delay is not None and queued + calling >= target.provider_config.concurrency:
                 delay = max(delay, cfg.settings.routing.horizon_s + 0.001)
             views.append(TargetView(key, delay))

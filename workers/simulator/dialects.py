@@ -70,6 +70,11 @@ def go_duration(seconds: float) -> str:
     return text
 
 
+def _n(value: float) -> str:
+    """A count as a provider prints it: ``76``, ``0.38`` (never ``1e+09``)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}"
+
+
 def retry_after_header(seconds: float) -> str:
     """Whole seconds, rounded up (never 0: a client must wait at least a little)."""
     return str(max(1, math.ceil(seconds)))
@@ -97,6 +102,8 @@ class Dialect:
     requests_header_per: Per | None = Per.minute  # which request limit x-ratelimit-* shows
     tokens_header_per: Per | None = Per.minute
     too_large_status = 413  # one request above a limit can never pass: not a 429
+    calendar_means_billing = True  # OpenAI: a spent day/month quota is "insufficient_quota"
+    daily_unit = Unit.requests  # what an injected "429_daily" says was spent
 
     # -- errors ---------------------------------------------------------------------
     def error_body(self, spec: ErrorSpec, message: str, param: str | None) -> Any:
@@ -126,19 +133,19 @@ class Dialect:
             return (
                 f"Request too large for model `{model}` in organization `org_simulated` "
                 f"service tier `on_demand` on {self.limit_name(hit)}: Limit {hit.limit}, "
-                f"Requested {hit.requested:g}, please reduce your message size and try again."
+                f"Requested {_n(hit.requested)}, please reduce your message size and try again."
             )
         wait = go_duration(hit.retry_after)
         return (
             f"Rate limit reached for model `{model}` in organization `org_simulated` "
             f"service tier `on_demand` on {self.limit_name(hit)}: Limit {hit.limit}, "
-            f"Used {hit.used:g}, Requested {hit.requested:g}. Please try again in {wait}."
+            f"Used {_n(hit.used)}, Requested {_n(hit.requested)}. Please try again in {wait}."
         )
 
     def rate_limit_body(self, hit: LimitHit, model: str) -> Any:
         type_ = "tokens" if hit.unit is not Unit.requests else "requests"
         code = "rate_limit_exceeded"
-        if hit.calendar and self.name == "openai":
+        if hit.calendar and self.calendar_means_billing:
             return openai_error(
                 "You exceeded your current quota, please check your plan and billing details.",
                 "insufficient_quota", "insufficient_quota")
@@ -171,6 +178,10 @@ class Dialect:
             headers[f"x-ratelimit-reset-{unit.value}"] = go_duration(view.reset_in)
         return headers
 
+    def slow_down(self, hit: LimitHit, model: str, views: list[LimitView]) -> Answer:
+        """An injected transient 429 ("try again in a moment")."""
+        return self.rate_limited(hit, model, views)
+
     # -- completions ----------------------------------------------------------------
     def decorate(self, body: dict[str, Any], request_id: str) -> None:
         """Provider extras on a successful completion body."""
@@ -183,6 +194,7 @@ class GroqDialect(Dialect):
     rejects_message_name = True
     single_choice_only = True
     requests_header_per = Per.day
+    calendar_means_billing = False
 
     def decorate(self, body: dict[str, Any], request_id: str) -> None:
         body["x_groq"] = {"id": request_id}
@@ -232,6 +244,7 @@ class CloudflareDialect(Dialect):
 
     name = "cloudflare"
     too_large_status = 429
+    daily_unit = Unit.neurons
     reasoning_field = "reasoning_content"
     sends_retry_after = False
 
@@ -252,6 +265,9 @@ class CloudflareDialect(Dialect):
 
     def success_headers(self, views: list[LimitView]) -> dict[str, str]:
         return {}
+
+    def slow_down(self, hit: LimitHit, model: str, views: list[LimitView]) -> Answer:
+        return self.error("unavailable", "out of capacity")
 
     def rate_limit_body(self, hit: LimitHit, model: str) -> Any:
         if hit.calendar:

@@ -87,15 +87,12 @@ def render(fault: Fault, dialect: Dialect, target: str, model: str, ledger: Ledg
     if fault.kind == "error_in_200":
         return dialect.error_in_200(model)
     if fault.kind in ("429", "429_daily"):
-        per = Per.minute if fault.kind == "429" else Per.day
-        unit = Unit.neurons if dialect.name == "cloudflare" and per is Per.day else Unit.requests
-        wait = fault.retry_after if fault.retry_after is not None else (
-            1.0 if fault.kind == "429" else None)
-        hit = ledger.hypothetical(target, unit, per, wait)
-        if fault.kind == "429" and dialect.name == "cloudflare":  # transient: out of capacity
-            answer = dialect.error("unavailable", "out of capacity")
-        else:
-            answer = dialect.rate_limited(hit, model, ledger.views(target))
+        slow = fault.kind == "429"
+        wait = fault.retry_after if fault.retry_after is not None else (1.0 if slow else None)
+        unit = Unit.requests if slow else dialect.daily_unit
+        hit = ledger.hypothetical(target, unit, Per.minute if slow else Per.day, wait)
+        views = ledger.views(target)
+        answer = (dialect.slow_down if slow else dialect.rate_limited)(hit, model, views)
         if fault.retry_after is not None:
             answer.headers["retry-after"] = str(math.ceil(fault.retry_after))
         return answer
