@@ -52,6 +52,7 @@ from dispatcher.config.loader import Config, Target
 from dispatcher.config.models import Per, Unit
 from workers.quota.costs import Cost
 from workers.quota.limits import (
+    CALENDAR_SLACK_S,
     SCOPE_MODEL,
     SCOPE_PROVIDER,
     US,
@@ -293,12 +294,13 @@ class QuotaEngine:
             for i, s in enumerate(specs):
                 if s.rolling:
                     keys.append(s.base)
-                    args += ("z", costs[i], s.limit.limit, plan.wins[i], plan.ttls[i],
+                    args += ("z", costs[i], s.limit.limit, plan.wins[i], plan.ttls[i], "",
                              plan.codes[i])
                 else:
                     p = self._period(plan.tz, s.limit.per, now)
                     keys.append(f"{s.base}:{p.key}")
-                    args += ("c", costs[i], s.limit.limit, p.start, p.end, plan.codes[i])
+                    args += ("c", costs[i], s.limit.limit, p.start, p.end,
+                             p.end + CALENDAR_SLACK_S, plan.codes[i])
             reply = self._eval("reserve", keys, args)
             status, at = int(reply[0]), int(reply[1]) / US
             if status == _OK:
@@ -402,7 +404,8 @@ class QuotaEngine:
         for _attempt in range(3):
             p = self._period(plan.tz, lim.per, time.time() + self._skew)
             reply = self._eval("observe", [f"{spec.base}:{p.key}"],
-                               ["c", lim.limit, remaining, p.start, p.end])
+                               ["c", lim.limit, remaining, p.start, p.end,
+                                p.end + CALENDAR_SLACK_S])
             if int(reply[0]) >= 0:
                 return int(reply[0])
             self._skew = int(reply[1]) / US - time.time()

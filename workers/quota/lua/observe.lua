@@ -1,32 +1,28 @@
 -- Lower our view of a limit to what the upstream says remains (someone else uses the key).
 -- KEYS[1] the limit's key. ARGV[1] kind "z" | "c", ARGV[2] limit, ARGV[3] remaining,
--- z: ARGV[4] window_us, ARGV[5] reset_us (when the upstream's window frees), ARGV[6] ttl_ms,
+-- z: ARGV[4] window_us, ARGV[5] reset_us (when the upstream's window frees), ARGV[6] TTL ms,
 --    ARGV[7] token of the synthetic entry
--- c: ARGV[4] period start_s, ARGV[5] period end_s
--- Reply: {charged units, now}; {-1, now} for a stale calendar period.
+-- c: ARGV[4] period start s, ARGV[5] period end s, ARGV[6] expire-at s
+-- Reply: {units added, now}; {-1, now} for a stale calendar period.
 local now = now_us()
 local limit, remaining = tonumber(ARGV[2]), tonumber(ARGV[3])
 local key = KEYS[1]
 if ARGV[1] == 'z' then
   local win = tonumber(ARGV[4])
-  local cutoff = int(now - win)
-  local sum = -(tonumber(redis.call('ZSCORE', key, '#')) or 0)
-  local old = redis.call('ZRANGEBYSCORE', key, '(0', cutoff)
-  for j = 1, #old do
-    sum = sum - member_cost(old[j])
-  end
-  local add = (limit - remaining) - sum
+  local used, cut, freed = log_used(key, now, win)
+  local add = (limit - remaining) - used
   if add <= 0 then
     return {0, now}
   end
-  if #old > 0 then
-    redis.call('ZREMRANGEBYSCORE', key, '(0', cutoff)
+  if cut then
+    redis.call('ZREMRANGEBYSCORE', key, '(0', cut)
   end
-  -- Stamp it so that it leaves the window when the upstream says its window resets.
+  -- Stamped so that it leaves the window when the upstream says its window resets.
   local score = now + tonumber(ARGV[5]) - win
   if score > now then score = now end
   if score <= now - win then score = now - win + 1 end
-  redis.call('ZADD', key, int(score), int(add) .. ':' .. ARGV[7], int(-(sum + add)), '#')
+  redis.call('ZADD', key, int(score), int(add) .. ':' .. ARGV[7])
+  redis.call('ZINCRBY', key, int(freed - add), '#')
   redis.call('PEXPIRE', key, ARGV[6])
   return {add, now}
 end
@@ -40,5 +36,5 @@ if add <= 0 then
   return {0, now}
 end
 redis.call('INCRBY', key, int(add))
-redis.call('EXPIREAT', key, int(stop + 86400))
+redis.call('EXPIREAT', key, ARGV[6])
 return {add, now}
