@@ -84,10 +84,10 @@ def register(app: typer.Typer) -> None:
 def _run(cfg, specs, output: Path, simulate: bool, workers: str, deadline_s: float,
          strict: bool, resume: str | None, input_path: Path | None) -> int:
     from redis import RedisError
-    from workers.quota.engine import LimitsMismatch
 
     from dispatcher.batches import submit, write_batch_results
     from dispatcher.local import LocalStack
+    from workers.quota.engine import LimitsMismatch
 
     out = Console(stderr=True)
     state_dir = env().dispatch_state_dir

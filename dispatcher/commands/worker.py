@@ -52,7 +52,6 @@ def register(app: typer.Typer) -> None:
         providers = list(cfg.providers) if all_ else provider
         routers = all_ or not provider
         from workers.quota.engine import LimitsMismatch
-
         from workers.runtime import get_runtime
 
         try:
