@@ -83,7 +83,6 @@ class Cluster:
         from workers.runtime import reset_runtime
         from workers.simulator import Simulator
 
-        self.r.flushdb()  # db 3 belongs to these tests alone
         os.environ["DISPATCH_NAMESPACE"] = self.namespace
         os.environ["DISPATCH_CONFIG"] = str(self.config_dir)
         reset_runtime()
@@ -107,6 +106,8 @@ class Cluster:
 
         reset_runtime()
         os.environ.pop("DISPATCH_SIMULATOR_URL", None)
+        for key in self.r.scan_iter(f"{self.namespace}*", count=1000):
+            self.r.delete(key)
 
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes], sig: int) -> None:

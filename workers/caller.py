@@ -126,7 +126,7 @@ class Caller:
         client = rt.clients.get(target.provider)  # built before quota is taken, not after
         retries_here = 0
         last: Any = None
-        store.mark(job.id, state="running", target=target_key)
+        store.claim(job, target_key)
         while True:
             if base_url is None or api_key is None:
                 return self._requeue(job, (target_key,), last, "target unavailable")

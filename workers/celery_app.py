@@ -15,9 +15,21 @@ from celery import Celery
 
 from dispatcher.connect import redis_url
 
-#: Queue-name prefixes: one queue per tag (routers) and one per provider (callers).
-TAG_QUEUE = "tag."
-PROVIDER_QUEUE = "prov."
+
+def _queue_prefix() -> str:
+    """Deployments sharing one Redis database keep apart by namespace, queues included."""
+    ns = os.environ.get("DISPATCH_NAMESPACE", "dispatch")
+    return "" if ns == "dispatch" else f"{ns}."
+
+
+def tag_queue(tag: str = "") -> str:
+    """The routers' queue of a tag (``tag.fast``); with no tag, the common prefix."""
+    return f"{_queue_prefix()}tag.{tag}"
+
+
+def provider_queue(provider: str = "") -> str:
+    """The callers' queue of a provider (``prov.groq``); with no name, the common prefix."""
+    return f"{_queue_prefix()}prov.{provider}"
 
 
 def visibility_timeout() -> int:
@@ -28,7 +40,7 @@ def visibility_timeout() -> int:
     worker memory — they hand the job back to Redis — so minutes suffice, and a dead
     worker's jobs come back in minutes rather than the default hour.
     """
-    return int(os.environ.get("DISPATCH_VISIBILITY_TIMEOUT", "900"))
+    return int(os.environ.get("DISPATCH_VISIBILITY_TIMEOUT", "600"))
 
 
 def make_app(url: str) -> Celery:
@@ -40,6 +52,8 @@ def make_app(url: str) -> Celery:
         "visibility_timeout": vt,
         "unacked_restore_interval": restore_interval,
         "unacked_restore_throttle": 1,
+        # A worker killed while restoring holds this mutex until it expires (default 5 min).
+        "unacked_mutex_expire": max(5, min(60, vt // 4)),
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
         "health_check_interval": 25,
@@ -68,7 +82,16 @@ def make_app(url: str) -> Celery:
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         timezone="UTC",
-        imports=("workers.tasks",),
+        imports=("workers.tasks", "workers.schedules"),
+        # Beat (workers/schedules.py): RedBeat's Redis lock lets one beat run; a standby
+        # takes over once the lock expires, so keep both the lock and the loop short.
+        beat_scheduler="workers.schedules:DispatchScheduler",
+        beat_max_loop_interval=float(os.environ.get("DISPATCH_BEAT_MAX_INTERVAL", "5")),
+        redbeat_redis_url=url,
+        redbeat_redis_options={"retry_period": 60, "socket_timeout": 30,
+                               "socket_connect_timeout": 10, "health_check_interval": 25},
+        redbeat_key_prefix=os.environ.get("DISPATCH_NAMESPACE", "dispatch") + ":redbeat:",
+        redbeat_lock_timeout=int(os.environ.get("DISPATCH_BEAT_LOCK_TIMEOUT", "30")),
     )
     return app
 

@@ -63,6 +63,7 @@ class Job:
     score: float = 0.0
     simulated: bool = False
     deadline: float = 0.0
+    sig: str = ""
     result: dict[str, Any] | None = None
 
     @property
@@ -209,6 +210,7 @@ class JobStore:
             score=float(h.get("score") or 0),
             simulated=h.get("simulated") == "1",
             deadline=float(h.get("deadline") or 0),
+            sig=h.get("sig", ""),
             result=json.loads(h["result"]) if h.get("result") else None,
         )
 
@@ -273,6 +275,33 @@ class JobStore:
                 args=[job.id, sig, json.dumps(job.excluded), job.score],
             )
         )
+
+    def claim(self, job: Job, target: str) -> None:
+        """A call task starts: the job leaves any waiting set it was put back in meanwhile."""
+        pipe = self.r.pipeline(transaction=False)
+        if job.sig:
+            pipe.zrem(self.wait_key(job.sig), job.id)
+        pipe.hset(self.job_key(job.id), mapping={"state": "running", "target": target})
+        pipe.execute()
+
+    def sweep(self, targets: Iterable[str], older_than_s: float) -> int:
+        """Put back jobs handed to a worker that never finished them (it died).
+
+        The broker redelivers such messages after its visibility timeout, but a worker
+        killed between popping a message and recording it as unacknowledged loses it; this
+        is the job store's own guarantee. A job that was in fact still alive only costs a
+        second attempt: its result is written once.
+        """
+        cutoff = time.time() - older_than_s
+        parked = 0
+        for target in targets:
+            for key in (self.queued_key(target), self.calling_key(target)):
+                for jid in self.r.zrangebyscore(key, "-inf", cutoff):
+                    self.r.zrem(key, jid)
+                    job = self.load(jid)
+                    if job and not job.ended and job.state in ("dispatched", "running"):
+                        parked += self.park(job)
+        return parked
 
     def wake(self, *sigs: str) -> None:
         if sigs:

@@ -23,10 +23,19 @@ from workers.quota.costs import estimate_cost
 
 log = logging.getLogger("dispatch.pump")
 
-#: How long a dispatched-but-silent job counts against its target's queue depth; after that
-#: its entry is considered left over by a dead worker (the broker redelivers the message).
-STALE_AFTER_S = 1800.0
 IDLE_RECHECK_S = 5.0
+
+
+def stale_after_s() -> float:
+    """How long a handed-out job may stay silent before its worker is presumed dead.
+
+    A call task holds its message at most the visibility timeout (after which the broker
+    would redeliver it anyway); a little more, and the job store sweeps the job back.
+    """
+    from workers.celery_app import visibility_timeout
+
+    vt = visibility_timeout()
+    return vt + min(60.0, vt / 2)
 
 
 def spacing_s(target, cost) -> float:
@@ -111,11 +120,8 @@ class Pumper:
         """How soon each target could start this job (None: it cannot take it)."""
         cfg, r, store = self.rt.config, self.rt.r, self.rt.store
         quota = self.rt.quota(job.simulated)
-        now = time.time()
         pipe = r.pipeline(transaction=False)
         for key in targets:
-            pipe.zremrangebyscore(store.queued_key(key), "-inf", now - STALE_AFTER_S)
-            pipe.zremrangebyscore(store.calling_key(key), "-inf", now - STALE_AFTER_S)
             pipe.zcard(store.queued_key(key))
             pipe.zcard(store.calling_key(key))
         counts = pipe.execute()
@@ -124,7 +130,7 @@ class Pumper:
             if key in job.excluded:
                 views.append(TargetView(key, None))
                 continue
-            queued, calling = counts[4 * i + 2], counts[4 * i + 3]
+            queued, calling = counts[2 * i], counts[2 * i + 1]
             target = cfg.target(key)
             cost = estimate_cost(job.body, target.model, cfg.settings.quota, cfg.settings.jobs)
             probe = quota.probe(target, cost, count=queued + 1)

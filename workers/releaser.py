@@ -8,10 +8,13 @@ import time
 
 import redis
 
+from workers.pump import stale_after_s
+
 log = logging.getLogger("dispatch.releaser")
 
 MAX_SLEEP_S = 5.0
 WAITSETS_REFRESH_S = 1.0
+SWEEP_EVERY_S = 5.0
 
 
 def release_loop(rt, pumper, stop: threading.Event) -> None:
@@ -19,10 +22,16 @@ def release_loop(rt, pumper, stop: threading.Event) -> None:
     store = rt.store
     due: dict[str, float] = {}
     sets: dict[str, tuple[str, list[str]]] = {}
-    sets_at = 0.0
+    sets_at = swept_at = 0.0
+    stale = stale_after_s()
+    targets = [t.key for t in rt.config.targets()]
     while not stop.is_set():
         try:
             now = time.monotonic()
+            if now - swept_at > SWEEP_EVERY_S:
+                swept_at = now
+                if store.sweep(targets, stale):
+                    sets_at = 0.0
             if now - sets_at > WAITSETS_REFRESH_S:
                 sets, sets_at = store.waitsets(), now
             for sig, (tag, targets) in sets.items():

@@ -13,7 +13,7 @@ import threading
 from celery import bootsteps
 
 from workers.caller import Caller
-from workers.celery_app import PROVIDER_QUEUE, TAG_QUEUE, app
+from workers.celery_app import app, provider_queue, tag_queue
 from workers.pump import Pumper
 from workers.runtime import get_runtime
 
@@ -26,7 +26,7 @@ def publish_call(job_id: str, target: str) -> None:
     provider = target.split("/", 1)[0]
     call.apply_async(
         args=[job_id, target],
-        queue=PROVIDER_QUEUE + provider,
+        queue=provider_queue(provider),
         argsrepr=f"(batch={d['batch']}, custom_id={d['custom_id']}, tag={d['tag']}, "
         f"target={target})",
     )
@@ -51,7 +51,7 @@ def kick(sigs: set[str] | list[str], batch: str = "") -> None:
     for sig in sigs:
         tag = sets.get(sig, ("default", []))[0]
         pump.apply_async(
-            args=[sig], queue=TAG_QUEUE + tag, argsrepr=f"(tag={tag}, batch={batch or '-'})"
+            args=[sig], queue=tag_queue(tag), argsrepr=f"(tag={tag}, batch={batch or '-'})"
         )
 
 
@@ -90,7 +90,7 @@ class Releaser(bootsteps.StartStopStep):
         queues = {q.name for q in worker.app.amqp.queues.consume_from.values()} if (
             worker.app.amqp.queues.consume_from
         ) else set()
-        if not any(q.startswith(TAG_QUEUE) for q in queues):
+        if not any(q.startswith(tag_queue()) for q in queues):
             return
         self._thread = threading.Thread(target=self._run, name="dispatch-releaser", daemon=True)
         self._thread.start()

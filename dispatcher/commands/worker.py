@@ -13,13 +13,15 @@ from dispatcher.cli_support import fail, load_or_exit, require_redis
 def worker_argv(cfg, providers: list[str], routers: bool, concurrency: int | None,
                 loglevel: str, name: str | None) -> list[str]:
     """The ``celery worker`` arguments for a role: thread pool, one queue per tag/provider."""
+    from workers.celery_app import provider_queue, tag_queue
+
     queues: list[str] = []
     threads = 0
     if routers:
-        queues += [f"tag.{t}" for t in sorted(cfg.routes)]
+        queues += [tag_queue(t) for t in sorted(cfg.routes)]
         threads += 2
     for p in providers:
-        queues.append(f"prov.{p}")
+        queues.append(provider_queue(p))
         threads += cfg.providers[p].concurrency
     role = "all" if routers and providers else ("router" if routers else "+".join(providers))
     hostname = name or f"{role}-{os.getpid()}@{socket.gethostname()}"

@@ -136,8 +136,8 @@ class _Plan:
     cool_field: str
     specs: list[LimitSpec]
     wins: list[int]  # window_us of rolling limits (0 for calendar)
-    ttls: list[str]  # TTL ms of rolling limits ("" for calendar)
-    codes: list[str]
+    kinds: list[bytes]  # script's kind+unit code per limit: b"zt", b"cr", ...
+    static: list[tuple[bytes, ...]]  # rolling: (limit, window_us, ttl_ms, b"")
 
 
 def _text(v: Any) -> str:
@@ -203,8 +203,12 @@ class QuotaEngine:
                 cool_field="m:" + target.model.id,
                 specs=specs,
                 wins=wins,
-                ttls=[str(rolling_ttl_ms(w)) if w else "" for w in wins],
-                codes=[unit_code(s.limit.unit) for s in specs],
+                kinds=[(("z" if s.rolling else "c") + unit_code(s.limit.unit)).encode()
+                       for s in specs],
+                static=[
+                    (b"%d" % s.limit.limit, b"%d" % w, b"%d" % rolling_ttl_ms(w), b"")
+                    if w else () for s, w in zip(specs, wins, strict=True)
+                ],
             )
             self._plans[target.key] = plan
         return plan
@@ -289,18 +293,18 @@ class QuotaEngine:
             now = time.time() + self._skew
             keys = [plan.cool_key, plan.prefix + "r:" + token]
             args: list[Any] = [
-                "p" if probe else "r", token, count, plan.cool_field, chosen, RECORD_TTL_MS
+                b"p" if probe else b"r", token, count, plan.cool_field, chosen, RECORD_TTL_MS
             ]
             for i, s in enumerate(specs):
-                if s.rolling:
+                static = plan.static[i]
+                if static:
                     keys.append(s.base)
-                    args += ("z", costs[i], s.limit.limit, plan.wins[i], plan.ttls[i], "",
-                             plan.codes[i])
+                    args += (plan.kinds[i], costs[i], *static)
                 else:
                     p = self._period(plan.tz, s.limit.per, now)
                     keys.append(f"{s.base}:{p.key}")
-                    args += ("c", costs[i], s.limit.limit, p.start, p.end,
-                             p.end + CALENDAR_SLACK_S, plan.codes[i])
+                    args += (plan.kinds[i], costs[i], s.limit.limit, p.start, p.end,
+                             p.end + CALENDAR_SLACK_S)
             reply = self._eval("reserve", keys, args)
             status, at = int(reply[0]), int(reply[1]) / US
             if status == _OK:

@@ -18,22 +18,32 @@ local function member_cost(m)
   return tonumber(string.match(m, '^%d+'))
 end
 
--- Used units of a sliding log: its running sum is member '#' scored -sum (so it sorts
--- first and never falls in a time range); returns used, and the cutoff string and the
--- expired units when entries at or before the cutoff are still there (prune them).
+-- A sliding log (ZSET) holds entries "<cost>:<token>" scored by time (us) and two
+-- sentinels with negative scores, so they sort first and never fall in a time range:
+-- '#' scored -sum (the running sum of its entries) and '~' scored -deadline (when its
+-- TTL ends: the TTL is refreshed only when it would not outlive a new entry's window).
+-- Returns used units (entries after now - win), the deadline (or nil), and, when entries
+-- at or before the cutoff remain, the cutoff string and their units (to prune).
 local function log_used(key, now, win)
-  local head = redis.call('ZRANGE', key, '0', '1', 'WITHSCORES')
-  local sum, oldest = 0, nil
-  if head[1] == '#' then
-    sum = -tonumber(head[2])
-    oldest = head[4] and tonumber(head[4])
-  elseif head[1] then
+  local head = redis.call('ZRANGE', key, '0', '2', 'WITHSCORES')
+  local sum, deadline, oldest = nil, nil, nil
+  for j = 1, #head, 2 do
+    local m = head[j]
+    if m == '#' then
+      sum = -tonumber(head[j + 1])
+    elseif m == '~' then
+      deadline = -tonumber(head[j + 1])
+    elseif not oldest then
+      oldest = tonumber(head[j + 1])
+    end
+  end
+  if not sum then
     -- No running sum (cannot happen through these scripts): recount every entry.
-    local all = redis.call('ZRANGE', key, '0', '-1')
+    sum = 0
+    local all = redis.call('ZRANGEBYSCORE', key, '(0', '+inf')
     for j = 1, #all do
       sum = sum + member_cost(all[j])
     end
-    oldest = tonumber(head[2])
   end
   local cutoff = now - win
   if oldest and oldest <= cutoff then
@@ -43,7 +53,22 @@ local function log_used(key, now, win)
     for j = 1, #old do
       freed = freed + member_cost(old[j])
     end
-    return sum - freed, cut, freed
+    return sum - freed, deadline, cut, freed
   end
-  return sum, nil, 0
+  return sum, deadline, nil, 0
+end
+
+-- Add an entry (score now_s) to a sliding log whose entries then sum to new_sum,
+-- pruning what left the window and refreshing the TTL (ttl_ms, a string) when needed.
+local function log_add(key, now, now_s, win, deadline, cut, new_sum, entry, ttl_ms)
+  if cut then
+    redis.call('ZREMRANGEBYSCORE', key, '(0', cut)
+  end
+  if deadline and deadline - now >= win + 1000000 then
+    redis.call('ZADD', key, now_s, entry, int(-new_sum), '#')
+  else
+    local ttl = tonumber(ttl_ms)
+    redis.call('ZADD', key, now_s, entry, int(-new_sum), '#', int(-(now + ttl * 1000)), '~')
+    redis.call('PEXPIRE', key, ttl_ms)
+  end
 end

@@ -1,21 +1,23 @@
 -- Replace a reservation's estimated tokens/neurons by what the upstream reported.
--- Idempotent: the record is marked done ("d") and a second call changes nothing.
+-- Idempotent: the record becomes "done" (keeping its TTL); a second call changes nothing.
 -- Sliding-log entries keep their timestamps; calendar counters are adjusted in place.
--- Requests stay charged. The keys come from the record; all share the record's hash tag.
+-- Requests stay charged. The keys come from the record; all share its hash tag (slot).
 --
--- KEYS[1] reservation record ; ARGV[1] actual tokens, ARGV[2] actual milli-neurons,
--- ARGV[3] reservation token. Reply: 1 applied, 0 unknown/expired, -1 already done.
-local rec = redis.call('HMGET', KEYS[1], 't', 'n', 'k', 'd')
-if not rec[1] then
+-- KEYS[1] reservation record "<tokens>\n<milli-neurons>\n<unit><kind><key>\n..."
+-- ARGV[1] actual tokens, ARGV[2] actual milli-neurons, ARGV[3] reservation token.
+-- Reply: 1 applied, 0 unknown or expired, -1 already done.
+local rec = redis.call('GET', KEYS[1])
+if not rec then
   return 0
 end
-if rec[4] then
+if rec == 'done' then
   return -1
 end
-local est = {t = rec[1], n = rec[2]}
+local est_t, est_n, rest = string.match(rec, '^(%d+)\n(%d+)\n?(.*)$')
+local est = {t = est_t, n = est_n}
 local act = {t = ARGV[1], n = ARGV[2]}
 local token = ARGV[3]
-for line in string.gmatch(rec[3], '[^\n]+') do
+for line in string.gmatch(rest, '[^\n]+') do
   local unit, kind, key = string.sub(line, 1, 1), string.sub(line, 2, 2), string.sub(line, 3)
   local delta = tonumber(act[unit]) - tonumber(est[unit])
   if delta ~= 0 then
@@ -31,10 +33,10 @@ for line in string.gmatch(rec[3], '[^\n]+') do
       end
     elseif redis.call('EXISTS', key) == 1 then
       if redis.call('INCRBY', key, int(delta)) < 0 then
-        redis.call('SET', key, 0, 'KEEPTTL')
+        redis.call('SET', key, '0', 'KEEPTTL')
       end
     end
   end
 end
-redis.call('HSET', KEYS[1], 'd', '1')
+redis.call('SET', KEYS[1], 'done', 'KEEPTTL')
 return 1

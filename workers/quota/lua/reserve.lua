@@ -1,7 +1,8 @@
 -- Reserve (or probe) every limit of one target, all or nothing.
 --
 -- KEYS[1]  cooldown hash of the provider (fields "p" and "m:<model>" = "<until_us>|<reason>")
--- KEYS[2]  reservation record (hash), written on a grant when reconcile will need it
+-- KEYS[2]  reservation record (a string "<tokens>\n<milli-neurons>\n<unit><kind><key>..."),
+--          written on a grant when reconcile will need it
 -- KEYS[3..] one per limit: a sliding-log ZSET (rolling) or a period counter (calendar)
 -- ARGV[1] "r" reserve | "p" probe (consumes nothing, writes nothing)
 -- ARGV[2] reservation token (suffix of sliding-log members)
@@ -9,8 +10,9 @@
 -- ARGV[4] cooldown field of the model
 -- ARGV[5] "1": the caller chose the id: refuse a duplicate and always write the record
 -- ARGV[6] record TTL (ms)
--- then 7 per limit: kind ("z" rolling | "c" calendar), cost, limit, a, b, c, unit code
---   z: a = window_us, b = TTL ms ; c: a = period start s, b = period end s, c = expire-at s
+-- then 6 per limit: kind and unit ("z" rolling | "c" calendar, then "r" | "t" | "n"),
+--   cost, limit, a, b, c.  z: a = window_us, b = TTL ms (> 2 windows) ; c: a = period start s,
+--   b = period end s, c = expire-at s
 --
 -- Replies (integers; times in microseconds): {1, now} granted; {0, now, wait_us, index}
 -- refused; {2, now, 0, index} cost above the limit (never); {3, now, 0, index} stale
@@ -41,20 +43,20 @@ if ARGV[5] == '1' and not probe and redis.call('EXISTS', KEYS[2]) == 1 then
 end
 
 local n = #KEYS - 2
-local used, cut, freed = {}, {}, {}
+local used, cut, dead = {}, {}, {}
 local worst_wait, worst_idx = -1, 0
 for i = 1, n do
-  local a = 6 + (i - 1) * 7
+  local a = 6 + (i - 1) * 6
   local cost = tonumber(ARGV[a + 2]) * count
   local limit = tonumber(ARGV[a + 3])
   local key = KEYS[i + 2]
   if cost > limit then
     return {2, now, 0, i}
   end
-  if ARGV[a + 1] == 'z' then
+  if string.byte(ARGV[a + 1]) == 122 then  -- 'z'
     local win = tonumber(ARGV[a + 4])
-    local u, c, f = log_used(key, now, win)
-    used[i], cut[i], freed[i] = u, c, f
+    local u, d, c = log_used(key, now, win)
+    used[i], dead[i], cut[i] = u, d, c
     if u + cost > limit then
       -- Exact wait: oldest entries first, until enough has left the window.
       local need, got, off, w = u + cost - limit, 0, 0, nil
@@ -100,30 +102,24 @@ end
 local token = ARGV[2]
 local rec, tok, neu = {}, nil, nil
 for i = 1, n do
-  local a = 6 + (i - 1) * 7
+  local a = 6 + (i - 1) * 6
   local cost_s = ARGV[a + 2]
   local key = KEYS[i + 2]
-  local kind = ARGV[a + 1]
+  local ku = ARGV[a + 1]
+  local kind, unit = string.sub(ku, 1, 1), string.sub(ku, 2, 2)
   if kind == 'z' then
-    redis.call('ZADD', key, now_s, cost_s .. ':' .. token)
-    if cut[i] then
-      redis.call('ZREMRANGEBYSCORE', key, '(0', cut[i])
-      redis.call('ZINCRBY', key, int(freed[i] - tonumber(cost_s)), '#')
-    else
-      redis.call('ZINCRBY', key, '-' .. cost_s, '#')
-    end
-    redis.call('PEXPIRE', key, ARGV[a + 5])
+    log_add(key, now, now_s, tonumber(ARGV[a + 4]), dead[i], cut[i],
+            used[i] + tonumber(cost_s), cost_s .. ':' .. token, ARGV[a + 5])
   elseif redis.call('INCRBY', key, cost_s) == tonumber(cost_s) then
     redis.call('EXPIREAT', key, ARGV[a + 6])
   end
-  local unit = ARGV[a + 7]
   if unit ~= 'r' then
     rec[#rec + 1] = unit .. kind .. key
     if unit == 't' then tok = cost_s else neu = cost_s end
   end
 end
 if #rec > 0 or ARGV[5] == '1' then
-  redis.call('HSET', KEYS[2], 't', tok or '0', 'n', neu or '0', 'k', table.concat(rec, '\n'))
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  redis.call('SET', KEYS[2], (tok or '0') .. '\n' .. (neu or '0') .. '\n' .. table.concat(rec, '\n'),
+             'PX', ARGV[6])
 end
 return {1, now}

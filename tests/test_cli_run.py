@@ -1,0 +1,146 @@
+"""The batch CLI as a user runs it: real processes, real Redis, the real simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import ROOT, TEST_REDIS_URL, Cluster, job_line, model, provider, write_config
+
+
+def dispatch(*args: str, env: dict | None = None, timeout: float = 120,
+             cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dispatcher.cli", *args], capture_output=True,
+                          text=True, env=env or dict(os.environ), timeout=timeout, cwd=cwd)
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict:
+    """A fresh machine: no REDIS_URL, no keys, state kept in a temp directory."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "REDIS_URL" and not k.startswith("DISPATCH_") and not k.endswith("_API_KEY")}
+    env.update(DISPATCH_STATE_DIR=str(tmp_path / "state"), **extra)
+    return env
+
+
+def test_invalid_batch_exits_2_with_every_bad_line_and_sends_nothing(tmp_path):
+    batch = tmp_path / "bad.jsonl"
+    batch.write_text("\n".join([
+        job_line("a", "fast"),
+        "{not json",
+        job_line("a", "fast"),
+        job_line("c", "no-such-tag"),
+    ]) + "\n")
+    out = tmp_path / "out.jsonl"
+    proc = dispatch("run", str(batch), "-o", str(out), "--simulate", env=clean_env(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert "line 2" in proc.stderr and "line 3" in proc.stderr and "line 4" in proc.stderr
+    assert "duplicate" in proc.stderr
+    assert not out.exists()
+    assert not (tmp_path / "state").exists(), "nothing may start for an invalid batch"
+
+
+def test_without_keys_and_without_simulate_the_batch_is_refused_with_a_hint(tmp_path):
+    proc = dispatch("run", "examples/batch.jsonl", "-o", str(tmp_path / "o.jsonl"),
+                    env=clean_env(tmp_path))
+    assert proc.returncode == 2
+    assert "GROQ_API_KEY" in proc.stderr and "--simulate" in proc.stderr
+
+
+def test_run_on_a_fresh_machine_writes_every_result_in_order(tmp_path):
+    out = tmp_path / "results.jsonl"
+    proc = dispatch("run", "examples/batch.jsonl", "-o", str(out), "--simulate",
+                    env=clean_env(tmp_path), timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    inputs = [json.loads(line) for line in (ROOT / "examples/batch.jsonl").read_text().splitlines()
+              if line.strip()]
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["custom_id"] for r in results] == [i["custom_id"] for i in inputs]
+    assert all(r["response"]["status_code"] == 200 for r in results)
+    assert all(r["dispatch"]["simulated"] is True for r in results)
+    assert "SIMULATED" in proc.stderr
+    vision = next(r for r in results if r["custom_id"].startswith("vision"))
+    assert vision["dispatch"]["provider"] in {"groq", "cloudflare"}
+    # the embedded Redis kept its data (AOF) in the state directory
+    assert list((tmp_path / "state" / "redis").rglob("*.aof")) or list(
+        (tmp_path / "state" / "redis").rglob("appendonlydir"))
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cfg = write_config(
+        tmp_path / "config",
+        {"alpha": provider(model("a1"), limits=[{"unit": "requests", "limit": 2, "per": "day"}]),
+         "beta": provider(model("b1"))},
+        {"fast": ["alpha/a1"], "bulk": ["beta/b1"]},
+        {"routing": {"preference_delay_s": 1.0, "horizon_s": 1.0}},
+    )
+    with Cluster(cfg, tmp_path) as c:
+        c.start_worker("--all")
+        yield c
+
+
+def cluster_env(c: Cluster) -> dict:
+    return {**os.environ, "REDIS_URL": TEST_REDIS_URL, "DISPATCH_NAMESPACE": c.namespace,
+            "DISPATCH_CONFIG": str(c.config_dir)}
+
+
+def test_submit_status_results_on_a_running_cluster(cluster, tmp_path):
+    batch_file = tmp_path / "b.jsonl"
+    batch_file.write_text("\n".join(job_line(f"q{i}", "bulk") for i in range(5)) + "\n")
+    env = cluster_env(cluster)
+    sub = dispatch("submit", str(batch_file), "--simulate", env=env)
+    assert sub.returncode == 0, sub.stderr
+    batch = sub.stdout.strip()
+    assert batch.startswith("batch_")
+    cluster.wait(batch)
+    status = dispatch("status", batch, env=env)
+    assert status.returncode == 0 and "completed" in status.stdout and "beta=5" in status.stdout
+    out = tmp_path / "r.jsonl"
+    res = dispatch("results", batch, "-o", str(out), env=env)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["custom_id"] for x in lines] == [f"q{i}" for i in range(5)]
+
+
+def test_cancel_ends_waiting_jobs_and_keeps_finished_ones(cluster, tmp_path):
+    batch_file = tmp_path / "c.jsonl"
+    batch_file.write_text("\n".join(job_line(f"c{i}", "fast") for i in range(6)) + "\n")
+    env = cluster_env(cluster)
+    batch = dispatch("submit", str(batch_file), "--simulate", env=env).stdout.strip()
+    deadline = time.monotonic() + 30
+    while cluster.batch(batch)["completed"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the other four now wait for tomorrow's quota, in Redis
+    assert cluster.batch(batch)["completed"] == 2
+    cancel = dispatch("cancel", batch, env=env)
+    assert cancel.returncode == 0 and "cancelled 4" in cancel.stdout
+    lines = cluster.wait(batch, timeout=10)
+    codes = [(x["error"] or {}).get("code") for x in lines]
+    assert codes.count("cancelled") == 4 and codes.count(None) == 2
+
+
+def test_commands_that_need_a_cluster_say_so_without_redis_url(tmp_path):
+    proc = dispatch("status", env=clean_env(tmp_path))
+    assert proc.returncode == 2 and "REDIS_URL" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_celery_app_refuses_to_import_without_redis_url(tmp_path):
+    code = "import workers.celery_app"
+    env = clean_env(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=ROOT)
+    assert proc.returncode != 0 and "REDIS_URL is needed" in proc.stderr
+    env["REDIS_URL"] = "redis://127.0.0.1:6379/3"
+    code = ("from workers.celery_app import app; "
+            "print(app.conf.broker_url, app.connection().transport_cls)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("redis://127.0.0.1:6379/3") and "amqp" not in proc.stdout
