@@ -143,7 +143,7 @@ class Caller:
             outcome, latency, observations = call_upstream(adapter, client, base_url, api_key, body)
             self._reconcile(quota, res.reservation_id, outcome, model)
             metrics.record_call(target_key, type(outcome).__name__, latency,
-                                getattr(outcome, "usage", None))
+                                getattr(outcome, "usage", None), simulated=job.simulated)
             for obs in observations:
                 quota.observe(target, obs.unit, obs.per, obs.remaining, obs.reset_s, obs.scope)
             step = next_step(outcome, target_key, retries_here, pc.max_retries, windows)

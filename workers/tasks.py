@@ -27,8 +27,8 @@ def publish_call(job_id: str, target: str) -> None:
     call.apply_async(
         args=[job_id, target],
         queue=provider_queue(provider),
-        argsrepr=f"(batch={d['batch']}, custom_id={d['custom_id']}, tag={d['tag']}, "
-        f"target={target})",
+        argsrepr=f"(target={target}, tag={d['tag']}, custom_id={d['custom_id']}, "
+        f"batch={d['batch']})",
     )
 
 

@@ -171,7 +171,9 @@ def build_table(rep: Report) -> Table:
     table.add_column("prompt tok", justify="right", footer=f"{t.prompt_tokens:,}")
     table.add_column("completion tok", justify="right", footer=f"{t.completion_tokens:,}")
     table.add_column("neurons", justify="right", footer=_neurons(t.neurons))
-    table.add_column("paid-equivalent", justify="right", footer=_usd(rep.savings_usd))
+    priced = [r.cost_usd for r in rep.rows if r.cost_usd is not None]
+    table.add_column("paid-equivalent", justify="right",
+                     footer=_usd(sum(priced)) if priced else "-")
     last_day = None
     for r in rep.rows:
         if last_day is not None and r.day != last_day:

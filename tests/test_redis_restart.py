@@ -1,0 +1,101 @@
+"""Redis restarts mid-batch (its own redis-server with AOF on a spare port): nothing is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.cluster import ROOT, job_line, model, provider, write_config
+
+PORT = 6421
+
+
+def start_redis(data: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(PORT), "--bind", "127.0.0.1", "--dir", str(data),
+         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+         "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    r = redis.Redis(port=PORT)
+    for _ in range(100):
+        with contextlib.suppress(redis.ConnectionError):
+            if r.ping():
+                return proc
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_batch_finishes_exactly_once_across_a_redis_restart(tmp_path):
+    from dispatcher.config import load_config
+    from workers.simulator import Simulator
+
+    data = tmp_path / "redis"
+    data.mkdir()
+    server = start_redis(data)
+    cfg = write_config(tmp_path / "config",
+                       {"alpha": provider(model("a1", limits=[
+                           {"unit": "requests", "limit": 8, "per": "second"}]))},
+                       {"bulk": ["alpha/a1"]},
+                       {"routing": {"preference_delay_s": 1.0, "horizon_s": 1.0}})
+    sim = Simulator(load_config(cfg, simulate=True), latency=(0.05, 0.15)).start()
+    ns = "rr" + uuid.uuid4().hex[:6]
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{PORT}/0", "DISPATCH_NAMESPACE": ns,
+           "DISPATCH_CONFIG": str(cfg), "DISPATCH_SIMULATOR_URL": sim.url,
+           "DISPATCH_VISIBILITY_TIMEOUT": "10"}
+    log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115 - the worker owns it
+    worker = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "worker", "--all"],
+                              stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                              start_new_session=True)
+    try:
+        batch_file = tmp_path / "b.jsonl"
+        batch_file.write_text("\n".join(job_line(f"j{i}", "bulk") for i in range(60)) + "\n")
+        sub = subprocess.run([sys.executable, "-m", "dispatcher.cli", "submit", str(batch_file),
+                              "--simulate"], env=env, cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+        assert sub.returncode == 0, sub.stderr
+        batch = sub.stdout.strip()
+        r = redis.Redis(port=PORT, decode_responses=True)
+        key = f"{ns}:b:{{{batch}}}"
+        deadline = time.monotonic() + 30
+        while int(r.hget(key, "completed") or 0) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r.shutdown()  # a graceful restart: AOF flushed, connections dropped
+        server.wait(timeout=10)
+        time.sleep(1.0)
+        server = start_redis(data)
+        r = redis.Redis(port=PORT, decode_responses=True)
+        assert int(r.hget(key, "completed") or 0) < 60, "finished before the restart"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = int(r.hget(key, "completed") or 0) + int(r.hget(key, "failed") or 0)
+            if done >= 60:
+                break
+            time.sleep(0.2)
+        info = r.hgetall(key)
+        assert int(info["completed"]) == 60 and int(info.get("failed", 0)) == 0, (
+            info, (tmp_path / "worker.log").read_text()[-3000:])
+        states = [r.hget(f"{ns}:j:{{{batch}}}:{i}", "state") for i in range(60)]
+        assert states == ["completed"] * 60
+        assert sim.stats()["totals"]["over_limit"] == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.wait(timeout=15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        sim.stop()
+        server.terminate()
+        server.wait(timeout=10)
