@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -23,6 +24,10 @@ def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
 
 
 def load_or_exit(directory: str | None, simulate: bool = False) -> Config:
+    """Load the configuration or exit 2 with every problem; ``--config`` becomes the
+    process's ``DISPATCH_CONFIG`` so its runtime and the workers it starts read the same."""
+    if directory:
+        os.environ["DISPATCH_CONFIG"] = str(directory)
     try:
         return load_config(directory, simulate=simulate)
     except ConfigError as exc:

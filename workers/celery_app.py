@@ -43,6 +43,32 @@ def visibility_timeout() -> int:
     return int(os.environ.get("DISPATCH_VISIBILITY_TIMEOUT", "600"))
 
 
+def _survive_broker_restart() -> None:
+    """Keep a worker alive when Redis restarts under it (kombu 5.7).
+
+    On a lost connection Celery closes the broken channel, whose QoS then tries to push
+    delivered-but-unacknowledged messages back to Redis through a connection that no longer
+    exists: ``AttributeError`` escapes Celery's ``ignore_errors`` and the worker dies with
+    "Unrecoverable error". Skipping that push is safe: the messages are still in Redis'
+    unacked hash and come back after the visibility timeout.
+    """
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.QoS.restore_unacked
+    if getattr(original, "_dispatch_patched", False):
+        return
+
+    def restore_unacked(self, client=None):  # type: ignore[no-untyped-def]
+        try:
+            return original(self, client)
+        except AttributeError:
+            self._delivered.clear()
+            return None
+
+    restore_unacked._dispatch_patched = True  # type: ignore[attr-defined]
+    kombu_redis.QoS.restore_unacked = restore_unacked
+
+
 def make_app(url: str) -> Celery:
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"REDIS_URL must be a redis:// URL, got {url.split('@')[-1]!r}")
@@ -58,6 +84,7 @@ def make_app(url: str) -> Celery:
         "socket_connect_timeout": 10,
         "health_check_interval": 25,
     }
+    _survive_broker_restart()
     app = Celery("llm_dispatch", set_as_current=True)
     app.conf.update(
         broker_url=url,

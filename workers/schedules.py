@@ -39,9 +39,16 @@ from workers.celery_app import app, tag_queue
 log = logging.getLogger("dispatch.schedules")
 
 TASK_NAME = "dispatch.schedule"
-SCHEDULE_QUEUE = tag_queue("fast")
-"""Ticks are routing work: every router consumes every tag queue, and ``fast`` always
-exists, so no deployment needs an extra queue for them."""
+
+
+def schedule_queue() -> str:
+    """Where ticks go: the ``fast`` tag queue of this deployment's namespace.
+
+    Ticks are routing work: every router consumes every tag queue, and ``fast`` always
+    exists, so no deployment needs an extra queue for them.
+    """
+    return tag_queue("fast")
+
 
 EVERY_ENV = "DISPATCH_BEAT_EVERY_S"
 """Testing/diagnostics only: run every enabled schedule every N seconds instead of its cron."""
@@ -206,7 +213,7 @@ class DispatchScheduler(RedBeatScheduler):
 
 def _entry_options(cron: str, timezone: str) -> dict[str, Any]:
     # A tick that no router picked up before the next one is dropped, not piled up.
-    return {"queue": SCHEDULE_QUEUE, "expires": max(MIN_DEADLINE_S, period_s(cron, timezone))}
+    return {"queue": schedule_queue(), "expires": max(MIN_DEADLINE_S, period_s(cron, timezone))}
 
 
 def sync_schedules(cfg: Any, app_: Celery | None = None, *,
@@ -303,6 +310,8 @@ def run_schedule(self: Any, name: str, tick: int | None = None,
     except ConfigError as exc:
         log.error("schedule %s: invalid configuration, nothing submitted:\n%s", name,
                   "\n".join(exc.problems))
+        rt.r.hset(status_key, mapping={"last_status": "config_invalid",
+                                       "last_error": "\n".join(exc.problems[:10])})
         return {"schedule": name, "status": "config_invalid"}
     s = cfg.schedules.get(name)
     if s is None or not s.enabled:

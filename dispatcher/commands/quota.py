@@ -57,8 +57,8 @@ def build_view(engine: QuotaEngine) -> Group:
     table.add_column("provider", style="bold")
     table.add_column("model", overflow="fold")
     table.add_column("limit", no_wrap=True)
-    table.add_column("used", justify="right")
-    table.add_column("remaining", justify="right")
+    table.add_column("used", justify="right", no_wrap=True)
+    table.add_column("remaining", justify="right", no_wrap=True)
     table.add_column("resets", no_wrap=True)
     last = None
     for s in states:

@@ -86,6 +86,7 @@ def _up(cfg, providers: list[str], simulate: bool, flower: bool, flower_port: in
     state_dir = env().dispatch_state_dir
     cdir = config_dir(cfg.directory).resolve()
     stack = LocalStack(state_dir, cdir, simulate)
+    os.environ["DISPATCH_CONFIG"] = str(cdir)  # this process's runtime reads the same config
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         url = stack.start_redis()
