@@ -194,9 +194,3 @@ def test_providers_refuses_a_bad_config(runner: CliRunner, cfg_dir: Path) -> Non
     assert result.exit_code == 2
     assert "providers.groq.base_url: looks like a literal API key" in result.stderr
     assert FAKE_GROQ_KEY not in result.output and "Traceback" not in result.output
-
-
-def test_providers_test_option_is_not_there_yet(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["providers", "--config", str(SHIPPED), "--test"])
-    assert result.exit_code == 2
-    assert "--test needs a running setup: see `dispatch run --simulate`" in result.stderr

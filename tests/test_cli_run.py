@@ -144,3 +144,22 @@ def test_celery_app_refuses_to_import_without_redis_url(tmp_path):
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("redis://127.0.0.1:6379/3") and "amqp" not in proc.stdout
+
+
+def test_providers_test_sends_one_request_per_usable_model_under_quota(tmp_path):
+    cfg = write_config(
+        tmp_path / "config",
+        {"alpha": provider(model("a1"), model("a2"), limits=[
+            {"unit": "requests", "limit": 1, "per": "day"}]),
+         "beta": provider(model("b1"), dialect="groq")},
+        {"fast": ["alpha/a1", "beta/b1"]},
+    )
+    proc = dispatch("providers", "--test", "--simulate", "--config", str(cfg),
+                    env=clean_env(tmp_path))
+    out = proc.stdout
+    assert "beta/b1" in out and "Simulated reply" in out
+    # alpha allows one request a day: one model answers, the other is refused before sending
+    assert "no quota" in out and "1 requests/day" in out
+    assert proc.returncode == 1  # not every model answered
+    none = dispatch("providers", "--test", "--config", str(cfg), env=clean_env(tmp_path))
+    assert none.returncode == 2 and "--simulate" in none.stderr

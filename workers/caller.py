@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dispatcher.config.secrets import redact
-from workers import metrics
-from workers.providers.adapters import adapter_for
-from workers.providers.client import call as call_upstream
+from workers import attempt, metrics
 from workers.providers.outcomes import (
     JobRejected,
     RateLimited,
@@ -33,7 +31,6 @@ from workers.providers.outcomes import (
     TargetRejected,
     Transient,
 )
-from workers.quota.costs import Cost, estimate_cost, max_tokens_sent, usage_cost
 
 log = logging.getLogger("dispatch.call")
 
@@ -114,23 +111,17 @@ class Caller:
         rt, store, cfg = self.rt, self.rt.store, self.rt.config
         target = cfg.target(target_key)
         quota = rt.quota(job.simulated)
-        model, pc = target.model, target.provider_config
-        adapter = adapter_for(pc.dialect)
-        cost = estimate_cost(job.body, model, cfg.settings.quota, cfg.settings.jobs)
-        max_tokens = max_tokens_sent(job.body, model, cfg.settings.jobs)
-        body = adapter.prepare(job.body, model.id, max_tokens)
-        base_url = rt.base_url(target.provider, job.simulated)
-        api_key = "simulated" if job.simulated else cfg.api_key(target.provider)
+        pc = target.provider_config
+        ready = attempt.prepare(rt, target, job.body, job.simulated)
         windows = {k: cfg.target(k).model.context_window for k in job.remaining_targets}
         horizon = cfg.settings.routing.horizon_s
-        client = rt.clients.get(target.provider)  # built before quota is taken, not after
         retries_here = 0
         last: Any = None
         store.claim(job, target_key)
         while True:
-            if base_url is None or api_key is None:
+            if ready.base_url is None or ready.api_key is None:
                 return self._requeue(job, (target_key,), last, "target unavailable")
-            res = quota.reserve(target, cost)
+            res = quota.reserve(target, ready.cost)
             if not res.granted:
                 metrics.record_refusal(target_key, res.limit)
                 if res.never:
@@ -140,12 +131,7 @@ class Caller:
                     continue
                 return self._requeue(job, (), last, f"waiting for {res.limit}")
             rt.r.zadd(store.calling_key(target_key), {job.id: time.time()})
-            outcome, latency, observations = call_upstream(adapter, client, base_url, api_key, body)
-            self._reconcile(quota, res.reservation_id, outcome, model)
-            metrics.record_call(target_key, type(outcome).__name__, latency,
-                                getattr(outcome, "usage", None), simulated=job.simulated)
-            for obs in observations:
-                quota.observe(target, obs.unit, obs.per, obs.remaining, obs.reset_s, obs.scope)
+            outcome, latency = attempt.send(rt, ready, res.reservation_id)
             step = next_step(outcome, target_key, retries_here, pc.max_retries, windows)
             if step.count_attempt:
                 attempts = store.add_attempt(job.id)
@@ -174,16 +160,6 @@ class Caller:
             return self._requeue(job, step.exclude, last, type(outcome).__name__)
 
     # -- helpers ----------------------------------------------------------------------
-    @staticmethod
-    def _reconcile(quota, reservation_id: str | None, outcome: Any, model) -> None:
-        if reservation_id is None:
-            return
-        actual = usage_cost(outcome.usage, model) if isinstance(outcome, Success) else None
-        if actual is None and not isinstance(outcome, Success):
-            actual = Cost(1, 0, 0)  # no answer: the request counts, no tokens were used
-        if actual is not None:
-            quota.reconcile(reservation_id, actual)
-
     def _cool(self, quota, target, outcome: RateLimited) -> None:
         if outcome.daily:
             quota.close_until_reset(target, "day", outcome.scope, redact(outcome.message)[:200])

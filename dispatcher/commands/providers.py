@@ -11,6 +11,7 @@ from rich.table import Table
 
 from dispatcher.commands.config_cmd import ConfigOption, SimulateOption, is_paid, load_or_exit
 from dispatcher.config import Config, Limit, Per, Unit
+from dispatcher.provider_check import CheckRow, check_all, check_table
 
 _UNIT = {Unit.requests: "req", Unit.tokens: "tok", Unit.neurons: "neurons"}
 _PER = {Per.second: "s", Per.minute: "min", Per.hour: "h", Per.day: "day", Per.month: "month"}
@@ -72,17 +73,40 @@ def providers(
     test: Annotated[
         bool,
         typer.Option(
-            "--test", help="Send a tiny request to each enabled model (not available yet)."
+            "--test", help="Send a tiny request to each enabled model, under quota."
         ),
     ] = False,
 ) -> None:
     """Each provider and model: context, output cap, flags, limits, enabled or why not."""
     cfg = load_or_exit(config, simulate=simulate)
-    if test:
-        # --- live test: to be implemented by the lead (needs the provider clients). ---
-        typer.echo("--test needs a running setup: see `dispatch run --simulate`", err=True)
+    if not test:
+        Console().print(build_table(cfg))
+        return
+    rows = _run_checks(cfg, simulate)
+    Console().print(check_table(rows, simulate))
+    if not rows:
+        typer.echo("no enabled provider: set a key variable, or add --simulate", err=True)
         raise typer.Exit(2)
-    Console().print(build_table(cfg))
+    if any(row.status != "ok" for row in rows):
+        raise typer.Exit(1)
+
+
+def _run_checks(cfg: Config, simulate: bool) -> list[CheckRow]:
+    from dispatcher.local import LocalStack
+    from dispatcher.settings import env
+
+    stack = LocalStack(env().dispatch_state_dir, cfg.directory, simulate)
+    try:
+        stack.start_redis()
+        from workers.runtime import get_runtime
+
+        rt = get_runtime()
+        rt.quota(simulate).ensure_limits()
+        if simulate:
+            stack.start_simulator(cfg)
+        return check_all(rt, cfg, simulate)
+    finally:
+        stack.stop()
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,68 @@
+"""One upstream attempt, shared by call tasks and ``dispatch providers --test``.
+
+:func:`prepare` does everything that may be slow (building the request, the pooled
+client) *before* quota is taken; :func:`send` is what happens after: the request, then
+reconcile the reservation with the reported usage, feed rate-limit headers back to the
+quota engine, and count it in the metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dispatcher.config import Target
+from workers import metrics
+from workers.providers.adapters import Adapter, adapter_for
+from workers.providers.client import ProviderClient
+from workers.providers.client import call as call_upstream
+from workers.providers.outcomes import Success
+from workers.quota.costs import Cost, estimate_cost, max_tokens_sent, usage_cost
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to go: nothing left to build between the reservation and the send."""
+
+    target: Target
+    adapter: Adapter
+    client: ProviderClient
+    body: dict[str, Any]
+    cost: Cost
+    base_url: str | None
+    api_key: str | None
+    simulated: bool
+
+
+def prepare(rt, target: Target, job_body: dict[str, Any], simulated: bool) -> Prepared:
+    cfg = rt.config
+    adapter = adapter_for(target.provider_config.dialect)
+    model = target.model
+    body = adapter.prepare(job_body, model.id, max_tokens_sent(job_body, model, cfg.settings.jobs))
+    return Prepared(
+        target=target,
+        adapter=adapter,
+        client=rt.clients.get(target.provider),
+        body=body,
+        cost=estimate_cost(job_body, model, cfg.settings.quota, cfg.settings.jobs),
+        base_url=rt.base_url(target.provider, simulated),
+        api_key="simulated" if simulated else cfg.api_key(target.provider),
+        simulated=simulated,
+    )
+
+
+def send(rt, p: Prepared, reservation_id: str | None) -> tuple[Any, float]:
+    """Call upstream under a granted reservation; returns ``(outcome, latency_s)``."""
+    quota = rt.quota(p.simulated)
+    outcome, latency, observations = call_upstream(p.adapter, p.client, p.base_url or "",
+                                                   p.api_key, p.body)
+    if reservation_id is not None:
+        actual = usage_cost(outcome.usage, p.target.model) if isinstance(outcome, Success) \
+            else Cost(1, 0, 0)  # no answer: the request counts, no tokens were used
+        if actual is not None:
+            quota.reconcile(reservation_id, actual)
+    metrics.record_call(p.target.key, type(outcome).__name__, latency,
+                        getattr(outcome, "usage", None), simulated=p.simulated)
+    for obs in observations:
+        quota.observe(p.target, obs.unit, obs.per, obs.remaining, obs.reset_s, obs.scope)
+    return outcome, latency
