@@ -163,3 +163,16 @@ def test_providers_test_sends_one_request_per_usable_model_under_quota(tmp_path)
     assert proc.returncode == 1  # not every model answered
     none = dispatch("providers", "--test", "--config", str(cfg), env=clean_env(tmp_path))
     assert none.returncode == 2 and "--simulate" in none.stderr
+
+
+def test_a_worker_with_different_limits_refuses_to_start(cluster, tmp_path):
+    other = write_config(
+        tmp_path / "other",
+        {"alpha": provider(model("a1"), limits=[{"unit": "requests", "limit": 99, "per": "day"}]),
+         "beta": provider(model("b1"))},
+        {"fast": ["alpha/a1"], "bulk": ["beta/b1"]},
+    )
+    env = {**cluster_env(cluster), "DISPATCH_CONFIG": str(other)}
+    proc = dispatch("worker", "--all", "--config", str(other), env=env, timeout=60)
+    assert proc.returncode == 2
+    assert "limits" in proc.stderr.lower() and "Traceback" not in proc.stderr

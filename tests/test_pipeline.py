@@ -195,3 +195,44 @@ def test_killed_provider_worker_loses_and_duplicates_nothing(make_cluster):
     info = c.batch(batch)
     assert info["completed"] == 40 and info["failed"] == 0
     assert c.stats()["totals"]["over_limit"] == 0
+
+
+def test_a_small_batch_is_not_stuck_behind_a_big_one(make_cluster):
+    c = make_cluster(
+        {"alpha": provider(model("a1", limits=[{"unit": "requests", "limit": 10,
+                                                "per": "second"}]))},
+        {"bulk": ["alpha/a1"]},
+    )
+    c.start_worker("--all")
+    big = c.submit([job_line(f"big{i}", "bulk") for i in range(80)])
+    deadline = time.monotonic() + 30
+    while c.batch(big)["completed"] < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    small = c.submit([job_line(f"small{i}", "bulk") for i in range(2)])
+    c.wait(small, timeout=30)
+    assert c.batch(big)["completed"] < 40, "the small batch waited for most of the big one"
+    c.wait(big, timeout=60)
+
+
+def test_jobs_waiting_for_quota_wait_in_redis_not_in_workers(make_cluster):
+    c = make_cluster(
+        {"alpha": provider(model("a1"), limits=[day(2)])},
+        {"fast": ["alpha/a1"]},
+    )
+    c.start_worker("--all")
+    batch = c.submit([job_line(f"w{i}", "fast") for i in range(6)])
+    deadline = time.monotonic() + 30
+    while c.batch(batch)["completed"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(3.0)
+    from workers.celery_app import provider_queue
+    from workers.runtime import get_runtime
+
+    store = get_runtime().store
+    waiting = [m for sig in store.waitsets() for m in c.r.zrange(store.wait_key(sig), 0, -1)]
+    assert sorted(waiting) == sorted(f"{batch}:{i}" for i in range(2, 6))
+    assert c.r.llen(provider_queue("alpha")) == 0  # nothing parked in the broker
+    assert c.r.zcard(store.queued_key("alpha/a1")) == 0  # nor in a worker
+    assert c.batch(batch)["completed"] == 2
+    stats = c.stats()["targets"]["alpha/a1"]
+    assert stats["received"] == 2 and stats["rate_limited"] == 0  # no hammering upstream
