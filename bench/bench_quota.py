@@ -1,14 +1,15 @@
 """Quota engine throughput next to a trivial script, on the same Redis, in the same run.
 
-    python bench/bench_quota.py [--redis redis://127.0.0.1:6379/1] [--seconds 4]
+    python bench/bench_quota.py [--redis redis://127.0.0.1:6379/1] [--rounds 3]
 
 Measures reservations/s of ``QuotaEngine.reserve`` for a target with 4 limits (2 rolling,
 2 calendar; limits so large it never refuses), one reservation per round trip (no
-pipelining), with 1 client and with 8 client processes; then ``redis-benchmark`` running
-``EVALSHA <sha of "return 1"> 0`` with ``-c 1`` and ``-c 8``; and, to isolate the script's
-own cost on the Redis thread from the Python client's, ``redis-benchmark`` running the
-reserve script itself with the same keys and arguments the engine sends. Prints a table
-and the ratios. Keys live under a namespace of their own and are deleted at the end.
+pipelining), with 1 client and with 8 client processes, next to ``redis-benchmark``
+running ``EVALSHA <sha of "return 1"> 0`` with ``-c 1`` and ``-c 8``. Two more columns
+separate the costs: ``redis-benchmark`` running the reserve script itself (the same keys
+and arguments the engine sends, a random token each time): the script's cost on the
+Redis thread; and a bare EVALSHA through redis-py in the same process layout: the
+Python client's own cost. Keys live under a namespace of their own, deleted at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from urllib.parse import urlparse
 
 import redis
@@ -57,27 +59,33 @@ def make_config(directory: str):
     return load_config(directory)
 
 
-def _worker(url: str, cfg_dir: str, ns: str, start_at: float, seconds: float, q) -> None:
+def _worker(url: str, cfg_dir: str, ns: str, barrier, seconds: float, q,
+            trivial: str | None) -> None:
+    """One client process: engine.reserve in a loop (or, with ``trivial``, a bare EVALSHA
+    of that sha through the same redis-py client, to show the client's own cost)."""
     cfg = load_config(cfg_dir)
-    engine = QuotaEngine(redis.Redis.from_url(url, decode_responses=True), cfg, ns)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    engine = QuotaEngine(client, cfg, ns)
     target = cfg.target("bench/model")
     engine.reserve(target, COST)  # connect and load the script before the clock starts
-    while time.time() < start_at:
-        time.sleep(0.001)
-    n, stop = 0, start_at + seconds
+    barrier.wait()  # every client is ready: start together
+    n, stop = 0, time.time() + seconds
     while time.time() < stop:
         for _ in range(50):
-            if not engine.reserve(target, COST).granted:
+            if trivial:
+                client.evalsha(trivial, 0)
+            elif not engine.reserve(target, COST).granted:
                 raise SystemExit("refused: the bench limits must never refuse")
         n += 50
     q.put(n)
 
 
-def engine_rate(url: str, cfg_dir: str, ns: str, clients: int, seconds: float) -> float:
+def client_rate(url: str, cfg_dir: str, ns: str, clients: int, seconds: float,
+                trivial: str | None = None) -> float:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    start_at = time.time() + 1.5 + 0.3 * clients  # after every process has started
-    procs = [ctx.Process(target=_worker, args=(url, cfg_dir, ns, start_at, seconds, q))
+    barrier = ctx.Barrier(clients)
+    procs = [ctx.Process(target=_worker, args=(url, cfg_dir, ns, barrier, seconds, q, trivial))
              for _ in range(clients)]
     for p in procs:
         p.start()
@@ -101,18 +109,18 @@ def redis_benchmark(url: str, clients: int, n: int, *command: str) -> float:
 def reserve_command(engine: QuotaEngine, target) -> list[str]:
     """The EVALSHA the engine sends for one reservation, captured, with a random token."""
     seen: list[tuple] = []
-    real = engine.redis.execute_command
+    real = engine._evalsha
 
-    def capture(*args, **kwargs):
-        seen.append(args)
-        return real(*args, **kwargs)
+    def capture(sha, keys, args):
+        seen.append(("EVALSHA", sha, len(keys), *keys, *args))
+        return real(sha, keys, args)
 
-    engine.redis.execute_command = capture  # type: ignore[method-assign]
+    engine._evalsha = capture  # type: ignore[method-assign]
     try:
         engine.reserve(target, COST)
     finally:
-        engine.redis.execute_command = real  # type: ignore[method-assign]
-    args = [str(a) for a in seen[-1]]
+        engine._evalsha = real  # type: ignore[method-assign]
+    args = [a.decode() if isinstance(a, bytes) else str(a) for a in seen[-1]]
     token = args[args.index("r") + 1]
     return [a.replace(token, "__rand_int__") for a in args]
 
@@ -121,8 +129,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL",
                                                        "redis://127.0.0.1:6379/1"))
-    ap.add_argument("--seconds", type=float, default=4.0)
-    ap.add_argument("-n", type=int, default=200_000, help="redis-benchmark requests")
+    ap.add_argument("--seconds", type=float, default=3.0, help="per Python run")
+    ap.add_argument("-n", type=int, default=50_000, help="redis-benchmark requests per run")
+    ap.add_argument("--rounds", type=int, default=3)
     opts = ap.parse_args()
     if not shutil.which("redis-benchmark"):
         raise SystemExit("redis-benchmark not found (apt-get install redis-tools)")
@@ -140,22 +149,36 @@ def main() -> None:
         try:
             lua_cmd = reserve_command(engine, target)
             for c in (1, 8):
-                mine = engine_rate(opts.redis, cfg_dir, ns, c, opts.seconds)
-                base = redis_benchmark(opts.redis, c, opts.n, "EVALSHA", trivial, "0")
-                lua = redis_benchmark(opts.redis, c, opts.n, *lua_cmd)
-                rows.append((c, mine, base, lua))
+                # Interleaved rounds, medians: the machine is shared, its load drifts.
+                rounds = []
+                for _ in range(opts.rounds):
+                    rounds.append({
+                        "base": redis_benchmark(opts.redis, c, opts.n, "EVALSHA", trivial, "0"),
+                        "lua": redis_benchmark(opts.redis, c, opts.n, *lua_cmd),
+                        "py_base": client_rate(opts.redis, cfg_dir, ns, c, opts.seconds,
+                                               trivial),
+                        "engine": client_rate(opts.redis, cfg_dir, ns, c, opts.seconds),
+                    })
+                rows.append((c, rounds))
         finally:
             keys = list(client.scan_iter(f"{ns}:*", count=1000))
             for i in range(0, len(keys), 500):
                 client.delete(*keys[i:i + 500])
 
-    print()
-    print("| clients | engine.reserve (Python) | reserve script (redis-benchmark) "
-          "| trivial EVALSHA (redis-benchmark) | ratio Python/trivial | ratio script/trivial |")
-    print("|---|---|---|---|---|---|")
-    for c, mine, base, lua in rows:
-        print(f"| {c} | {mine:,.0f}/s | {lua:,.0f}/s | {base:,.0f}/s | {mine / base:.2f} "
-              f"| {lua / base:.2f} |")
+    print(f"\nmedian of {opts.rounds} interleaved rounds\n")
+    print("| clients | trivial EVALSHA, redis-benchmark | reserve script, redis-benchmark "
+          "| trivial EVALSHA, redis-py | engine.reserve, redis-py "
+          "| engine / trivial (redis-benchmark) | script / trivial (both redis-benchmark) "
+          "| engine / trivial (both redis-py) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c, rounds in rows:
+        m = {k: median(r[k] for r in rounds) for k in rounds[0]}
+        ratio = {name: median(r[a] / r[b] for r in rounds)
+                 for name, a, b in (("eng", "engine", "base"), ("lua", "lua", "base"),
+                                    ("py", "engine", "py_base"))}
+        print(f"| {c} | {m['base']:,.0f}/s | {m['lua']:,.0f}/s | {m['py_base']:,.0f}/s "
+              f"| {m['engine']:,.0f}/s | {ratio['eng']:.2f} | {ratio['lua']:.2f} "
+              f"| {ratio['py']:.2f} |")
 
 
 if __name__ == "__main__":

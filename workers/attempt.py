@@ -8,6 +8,7 @@ quota engine, and count it in the metrics.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from workers import metrics
 from workers.providers.adapters import Adapter, adapter_for
 from workers.providers.client import ProviderClient
 from workers.providers.client import call as call_upstream
-from workers.providers.outcomes import Success
+from workers.providers.outcomes import RateLimited, Success
 from workers.quota.costs import Cost, estimate_cost, max_tokens_sent, usage_cost
 
 
@@ -64,5 +65,21 @@ def send(rt, p: Prepared, reservation_id: str | None) -> tuple[Any, float]:
     metrics.record_call(p.target.key, type(outcome).__name__, latency,
                         getattr(outcome, "usage", None), simulated=p.simulated)
     for obs in observations:
-        quota.observe(p.target, obs.unit, obs.per, obs.remaining, obs.reset_s, obs.scope)
+        if _due(p.target.key, obs, isinstance(outcome, RateLimited)):
+            quota.observe(p.target, obs.unit, obs.per, obs.remaining, obs.reset_s, obs.scope)
     return outcome, latency
+
+
+_OBSERVE_EVERY_S = 1.0
+_last_observed: dict[tuple[str, str, str, str], float] = {}
+
+
+def _due(target: str, obs: Any, urgent: bool) -> bool:
+    """Rate-limit headers come with every answer; applying them once a second per limit
+    (and at once on a 429) keeps our view close without a Redis script per header."""
+    key = (target, obs.scope, obs.unit, obs.per)
+    now = time.monotonic()
+    if urgent or now - _last_observed.get(key, 0.0) >= _OBSERVE_EVERY_S:
+        _last_observed[key] = now
+        return True
+    return False

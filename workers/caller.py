@@ -86,26 +86,17 @@ class Caller:
 
     def run(self, job_id: str, target_key: str) -> dict[str, Any]:
         rt, store = self.rt, self.rt.store
-        queued, calling = store.queued_key(target_key), store.calling_key(target_key)
         try:
-            job = store.load(job_id)
+            job, batch_status = store.load_with_batch_status(job_id)
             if job is None or job.ended:
                 return {"job": job_id, "status": "already ended" if job else "unknown"}
-            status = rt.r.hget(store.batch_key(job.batch), "status")
-            if status == "cancelled":
+            if batch_status == "cancelled":
                 store.finish(job, "cancelled", {"error": {"code": "cancelled",
                              "message": "the batch was cancelled"}})
                 return {"job": job_id, "status": "cancelled"}
             return self._run(job, target_key)
         finally:
-            pipe = rt.r.pipeline(transaction=False)
-            pipe.zrem(queued, job_id)
-            pipe.zrem(calling, job_id)
-            pipe.execute()
-            store.wake(*self._sigs_for(target_key))
-
-    def _sigs_for(self, target_key: str) -> list[str]:
-        return [s for s, (_, targets) in self.rt.store.waitsets().items() if target_key in targets]
+            store.release(job_id, target_key, rt.sigs_with(target_key))
 
     def _run(self, job, target_key: str) -> dict[str, Any]:
         rt, store, cfg = self.rt, self.rt.store, self.rt.config
@@ -134,8 +125,7 @@ class Caller:
             outcome, latency = attempt.send(rt, ready, res.reservation_id)
             step = next_step(outcome, target_key, retries_here, pc.max_retries, windows)
             if step.count_attempt:
-                attempts = store.add_attempt(job.id)
-                job.attempts = attempts
+                job.attempts += 1
             if isinstance(outcome, RateLimited):
                 self._cool(quota, target, outcome)
             elif isinstance(outcome, TargetRejected) and outcome.kind == "auth":
@@ -151,6 +141,7 @@ class Caller:
                 return self._complete(job, outcome, latency, target_key)
             if step.action == "fail":
                 return self._fail_with(job, outcome, latency, target_key)
+            store.mark(job.id, attempts=job.attempts)
             if step.action == "retry":
                 retries_here += 1
                 time.sleep(backoff_s(retries_here))

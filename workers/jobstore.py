@@ -192,7 +192,17 @@ class JobStore:
 
     # -- reading ----------------------------------------------------------------
     def load(self, jid: str) -> Job | None:
-        h = self.r.hgetall(self.job_key(jid))
+        return self._job(jid, self.r.hgetall(self.job_key(jid)))
+
+    def load_with_batch_status(self, jid: str) -> tuple[Job | None, str | None]:
+        """The job and its batch's status, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.job_key(jid))
+        pipe.hget(self.batch_key(split_job_id(jid)[0]), "status")
+        h, status = pipe.execute()
+        return self._job(jid, h), status
+
+    def _job(self, jid: str, h: dict[str, str]) -> Job | None:
         if not h:
             return None
         batch, index = split_job_id(jid)
@@ -214,10 +224,8 @@ class JobStore:
             result=json.loads(h["result"]) if h.get("result") else None,
         )
 
-    def describe(self, jid: str) -> dict[str, str]:
-        """What Flower may show of a job: ids and routing, never the prompt."""
-        cid, tag = self.r.hmget(self.job_key(jid), "custom_id", "tag")
-        return {"batch": split_job_id(jid)[0], "custom_id": cid or "", "tag": tag or ""}
+    def batch_status(self, batch: str) -> str | None:
+        return self.r.hget(self.batch_key(batch), "status")
 
     def batch(self, batch: str) -> dict[str, Any] | None:
         h = self.r.hgetall(self.batch_key(batch))
@@ -247,8 +255,16 @@ class JobStore:
     def mark(self, jid: str, **fields: Any) -> None:
         self.r.hset(self.job_key(jid), mapping=fields)
 
-    def add_attempt(self, jid: str) -> int:
-        return int(self.r.hincrby(self.job_key(jid), "attempts", 1))
+    def release(self, jid: str, target: str, sigs: Iterable[str]) -> None:
+        """A call task is over: its target has room again; wake the sets it may serve."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrem(self.queued_key(target), jid)
+        pipe.zrem(self.calling_key(target), jid)
+        sigs = list(sigs)
+        if sigs:
+            pipe.rpush(self.wake_key, *sigs)
+            pipe.ltrim(self.wake_key, -1000, -1)
+        pipe.execute()
 
     def finish(self, job: Job, state: str, result: dict[str, Any], provider: str = "") -> bool:
         """End the job exactly once; a second finish (a redelivered message) changes nothing."""
@@ -260,6 +276,7 @@ class JobStore:
                 provider,
                 self.retention_s,
                 self.done_key(job.batch),
+                job.attempts,
             ],
         )
         return int(done) == 1
@@ -282,6 +299,7 @@ class JobStore:
         if job.sig:
             pipe.zrem(self.wait_key(job.sig), job.id)
         pipe.hset(self.job_key(job.id), mapping={"state": "running", "target": target})
+        pipe.hincrby(self.job_key(job.id), "tries", 1)
         pipe.execute()
 
     def sweep(self, targets: Iterable[str], older_than_s: float) -> int:

@@ -7,7 +7,7 @@ spills over to the next one, and a backlog waiting hours for a daily reset costs
 worker memory, no redelivery and no busy loop. Quota itself is taken by the call task,
 right before the request is sent.
 
-    >>> pumper = Pumper(runtime, publish=lambda job_id, target: ...)   # doctest: +SKIP
+    >>> pumper = Pumper(runtime, publish=lambda job, target: ...)   # doctest: +SKIP
     >>> pumper.pump(sig)        # -> seconds until this waiting set should be looked at again
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 from dispatcher.routing import choose_target
 from workers.quota.costs import estimate_cost
@@ -47,18 +47,10 @@ def spacing_s(target, cost) -> float:
     )
 
 
-@dataclass
-class TargetView:
-    """What the pump knows of one target for the job at the head of a waiting set."""
-
-    key: str
-    delay: float | None
-
-
 class Pumper:
     """Dispatches the heads of waiting sets; one pumper per process, used by many threads."""
 
-    def __init__(self, runtime, publish: Callable[[str, str], None]):
+    def __init__(self, runtime, publish: Callable[[Any, str], None]):
         self.rt = runtime
         self.publish = publish
 
@@ -78,80 +70,97 @@ class Pumper:
             self._unlock(sig)
 
     def _pump(self, sig: str, tag: str, targets: list[str], max_jobs: int) -> float:
-        store, cfg = self.rt.store, self.rt.config
+        store, cfg, r = self.rt.store, self.rt.config, self.rt.r
         wait_key = store.wait_key(sig)
         routing = cfg.settings.routing
+        cancelled: dict[str, bool] = {}
         for _ in range(max_jobs):
-            head = self.rt.r.zrange(wait_key, 0, 0)
+            head = r.zrange(wait_key, 0, 0)
             if not head:
                 return IDLE_RECHECK_S
             jid = head[0]
             job = store.load(jid)
             if job is None or job.ended or job.state != "waiting":
-                self.rt.r.zrem(wait_key, jid)
+                r.zrem(wait_key, jid)
                 continue
-            if job.deadline and time.time() > job.deadline:
-                self.rt.r.zrem(wait_key, jid)
-                store.finish(job, "expired", {"error": {"code": "expired",
-                             "message": "the batch deadline passed before a target took it"}})
+            if job.batch not in cancelled:
+                cancelled[job.batch] = store.batch_status(job.batch) == "cancelled"
+            ending = self._ending(job, cancelled[job.batch])
+            if ending:
+                r.zrem(wait_key, jid)
+                store.finish(job, ending[0], {"error": {"code": ending[0], "message": ending[1]}})
                 continue
-            if self._batch_cancelled(job.batch):
-                self.rt.r.zrem(wait_key, jid)
-                store.finish(job, "cancelled", {"error": {"code": "cancelled",
-                             "message": "the batch was cancelled"}})
-                continue
-            views = self._views(job, targets)
-            idx = choose_target([v.delay for v in views], routing.preference_delay_s)
+            delays = self._delays(job, targets, routing.preference_delay_s)
+            idx = choose_target(delays, routing.preference_delay_s)
             if idx is None:
-                self.rt.r.zrem(wait_key, jid)
+                r.zrem(wait_key, jid)
                 store.finish(job, "failed", {"error": {"code": "no_target",
                              "message": "no enabled target can ever take this job"}})
                 continue
-            delay = views[idx].delay or 0.0
+            delay = delays[idx] or 0.0
             if delay > routing.horizon_s:
                 return max(0.05, min(delay - routing.horizon_s, IDLE_RECHECK_S))
-            self._dispatch(job.id, views[idx].key, wait_key)
+            self._dispatch(job, targets[idx], wait_key)
         return 0.0
 
-    def _batch_cancelled(self, batch: str) -> bool:
-        return self.rt.r.hget(self.rt.store.batch_key(batch), "status") == "cancelled"
+    @staticmethod
+    def _ending(job, batch_cancelled: bool) -> tuple[str, str] | None:
+        if batch_cancelled:
+            return "cancelled", "the batch was cancelled"
+        if job.deadline and time.time() > job.deadline:
+            return "expired", "the batch deadline passed before a target took it"
+        return None
 
-    def _views(self, job, targets: list[str]) -> list[TargetView]:
-        """How soon each target could start this job (None: it cannot take it)."""
-        cfg, r, store = self.rt.config, self.rt.r, self.rt.store
-        quota = self.rt.quota(job.simulated)
-        pipe = r.pipeline(transaction=False)
-        for key in targets:
-            pipe.zcard(store.queued_key(key))
-            pipe.zcard(store.calling_key(key))
-        counts = pipe.execute()
-        views = []
+    def _delays(self, job, targets: list[str], preference_delay_s: float) -> list[float | None]:
+        """How soon each target could start this job (None: never), in preference order.
+
+        Computed lazily: the routing rule takes the first target within the preference
+        delay, so the targets after it need not be asked.
+        """
+        delays: list[float | None] = [None] * len(targets)
         for i, key in enumerate(targets):
             if key in job.excluded:
-                views.append(TargetView(key, None))
                 continue
-            queued, calling = counts[2 * i], counts[2 * i + 1]
-            target = cfg.target(key)
-            cost = estimate_cost(job.body, target.model, cfg.settings.quota, cfg.settings.jobs)
-            probe = quota.probe(target, cost, count=queued + 1)
-            if probe.granted:
-                delay = 0.0
-            elif not probe.never:
-                delay = probe.wait_s
-            elif queued == 0:
-                delay = None
-            else:  # the jobs queued ahead cannot all fit one window: they go one by one
-                alone = quota.probe(target, cost)
-                delay = None if alone.never else alone.wait_s + queued * spacing_s(target, cost)
-            if delay is not None and queued + calling >= target.provider_config.concurrency:
-                delay = max(delay, cfg.settings.routing.horizon_s + 0.001)
-            views.append(TargetView(key, delay))
-        return views
+            delays[i] = self._delay(job, key)
+            if delays[i] is not None and delays[i] <= preference_delay_s:
+                break
+        return delays
 
-    def _dispatch(self, jid: str, target: str, wait_key: str) -> None:
+    def _delay(self, job, key: str) -> float | None:
+        cfg, store = self.rt.config, self.rt.store
+        quota = self.rt.quota(job.simulated)
+        pipe = self.rt.r.pipeline(transaction=False)
+        pipe.zcard(store.queued_key(key))
+        pipe.zcard(store.calling_key(key))
+        queued, calling = pipe.execute()
+        target = cfg.target(key)
+        cost = estimate_cost(job.body, target.model, cfg.settings.quota, cfg.settings.jobs)
+        probe = quota.probe(target, cost, count=queued + 1)
+        if probe.granted:
+            delay: float | None = 0.0
+        elif not probe.never:
+            delay = probe.wait_s
+        elif queued == 0:
+            delay = None
+        else:  # the jobs queued ahead cannot all pass at once: they go one by one
+            alone = quota.probe(target, cost)
+            step = spacing_s(target, cost)
+            if alone.never:
+                delay = None
+            elif step > 0:
+                delay = alone.wait_s + queued * step
+            else:  # a calendar limit: look again once the jobs ahead have taken theirs
+                delay = cfg.settings.routing.horizon_s + 0.001
+        if delay is not None and queued + calling >= target.provider_config.concurrency:
+            delay = max(delay, cfg.settings.routing.horizon_s + 0.001)
+        return delay
+
+    def _dispatch(self, job, target: str, wait_key: str) -> None:
         """Publish first, then leave the waiting set: a crash in between duplicates, never loses."""
-        store, r = self.rt.store, self.rt.r
-        r.zadd(store.queued_key(target), {jid: time.time()})
-        store.mark(jid, state="dispatched", target=target)
-        self.publish(jid, target)
-        r.zrem(wait_key, jid)
+        store = self.rt.store
+        pipe = self.rt.r.pipeline(transaction=False)
+        pipe.zadd(store.queued_key(target), {job.id: time.time()})
+        pipe.hset(store.job_key(job.id), mapping={"state": "dispatched", "target": target})
+        pipe.execute()
+        self.publish(job, target)
+        self.rt.r.zrem(wait_key, job.id)

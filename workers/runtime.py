@@ -30,6 +30,7 @@ class Runtime:
     r: redis.Redis
     namespace: str
     _sim_url: tuple[float, str | None] = field(default=(0.0, None), repr=False)
+    _waitsets: tuple[float, dict] = field(default=(0.0, {}), repr=False)
 
     @cached_property
     def store(self) -> JobStore:
@@ -50,6 +51,14 @@ class Runtime:
     @cached_property
     def clients(self) -> ClientPool:
         return ClientPool(self.config.providers)
+
+    def sigs_with(self, target: str) -> list[str]:
+        """The waiting sets ``target`` may serve (cached briefly: sets are rarely created)."""
+        at, sets = self._waitsets
+        if time.monotonic() - at > 2.0:
+            sets = self.store.waitsets()
+            self._waitsets = (time.monotonic(), sets)
+        return [sig for sig, (_, targets) in sets.items() if target in targets]
 
     def simulator_url(self) -> str | None:
         """Where simulated jobs are sent: ``DISPATCH_SIMULATOR_URL`` or the one in Redis."""

@@ -20,15 +20,13 @@ from workers.runtime import get_runtime
 log = logging.getLogger("dispatch.tasks")
 
 
-def publish_call(job_id: str, target: str) -> None:
-    rt = get_runtime()
-    d = rt.store.describe(job_id)
-    provider = target.split("/", 1)[0]
+def publish_call(job, target: str) -> None:
+    """Hand a job to its target's provider queue; Flower sees ids, never the prompt."""
     call.apply_async(
-        args=[job_id, target],
-        queue=provider_queue(provider),
-        argsrepr=f"(target={target}, tag={d['tag']}, custom_id={d['custom_id']}, "
-        f"batch={d['batch']})",
+        args=[job.id, target],
+        queue=provider_queue(target.split("/", 1)[0]),
+        argsrepr=f"(target={target}, tag={job.tag}, custom_id={job.custom_id}, "
+        f"batch={job.batch})",
     )
 
 

@@ -40,6 +40,13 @@ def humanize(seconds: float) -> str:
     return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
+def _num(x: float) -> str:
+    """``1234`` -> ``"1,234"``; neurons may be fractional: ``2.5`` -> ``"2.5"``."""
+    if float(x).is_integer():
+        return f"{int(x):,}"
+    return f"{x:,.3f}".rstrip("0").rstrip(".")
+
+
 def _resets(state: LimitState, now: float) -> str:
     if state.resets_at is None:
         return "-"
@@ -70,8 +77,8 @@ def build_view(engine: QuotaEngine) -> Group:
             escape(s.provider) if s.provider != last else "",
             escape(s.model) if s.model else "[dim](all models)[/dim]",
             f"{s.limit:,} {s.unit.value}/{s.per.value}",
-            Text(f"{s.used:,}", style=style),
-            Text(f"{s.remaining:,}", style=style),
+            Text(_num(s.used), style=style),
+            Text(_num(s.remaining), style=style),
             _resets(s, now),
         )
         last = s.provider

@@ -59,6 +59,7 @@ from workers.quota.limits import (
     LimitSpec,
     Period,
     calendar_period,
+    charge_scale,
     fingerprint_key,
     key_prefix,
     limit_specs,
@@ -71,6 +72,7 @@ from workers.quota.limits import (
 LUA_DIR = Path(__file__).with_name("lua")
 RECORD_TTL_MS = 25 * 3600 * 1000
 """A reservation record outlives the longest rolling window and a day of late reconciles."""
+RECORD_TTL_B = b"%d" % RECORD_TTL_MS
 
 _OK, _REFUSED, _NEVER, _STALE, _COOLDOWN, _DUPLICATE = 1, 0, 2, 3, 4, 5
 
@@ -116,8 +118,8 @@ class LimitState:
     unit: Unit
     per: Per
     limit: int
-    used: int
-    remaining: int
+    used: float  # in the limit's unit: neurons may be fractional
+    remaining: float
     resets_at: float | None
 
     @property
@@ -138,6 +140,18 @@ class _Plan:
     wins: list[int]  # window_us of rolling limits (0 for calendar)
     kinds: list[bytes]  # script's kind+unit code per limit: b"zt", b"cr", ...
     static: list[tuple[bytes, ...]]  # rolling: (limit, window_us, ttl_ms, b"")
+    keys_b: list[bytes]
+    limits_b: list[bytes]
+    cool_key_b: bytes
+    cool_field_b: bytes
+    record_prefix: bytes
+    head_reserve: bytes = b"r"
+    head_probe: bytes = b"p"
+
+
+def _units(charged: int, scale: int) -> float:
+    """Charged units back to configured ones (milli-neurons -> neurons)."""
+    return charged if scale == 1 else charged / scale
 
 
 def _text(v: Any) -> str:
@@ -206,9 +220,14 @@ class QuotaEngine:
                 kinds=[(("z" if s.rolling else "c") + unit_code(s.limit.unit)).encode()
                        for s in specs],
                 static=[
-                    (b"%d" % s.limit.limit, b"%d" % w, b"%d" % rolling_ttl_ms(w), b"")
+                    (b"%d" % s.cap, b"%d" % w, b"%d" % rolling_ttl_ms(w), b"")
                     if w else () for s, w in zip(specs, wins, strict=True)
                 ],
+                keys_b=[s.base.encode() for s in specs],
+                limits_b=[b"%d" % s.cap for s in specs],
+                cool_key_b=(prefix + "cool").encode(),
+                cool_field_b=("m:" + target.model.id).encode(),
+                record_prefix=(prefix + "r:").encode(),
             )
             self._plans[target.key] = plan
         return plan
@@ -220,24 +239,42 @@ class QuotaEngine:
             self._periods[(tz, per)] = p
         return p
 
-    def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    def _eval(self, name: str, keys: list[Any], args: list[Any]) -> Any:
         """EVALSHA, reloading the script after NOSCRIPT (restart, failover, SCRIPT FLUSH);
         any Redis failure becomes QuotaUnavailable: the caller must not send."""
         script = self._scripts[name]
         try:
             try:
-                return self.redis.execute_command(
-                    "EVALSHA", script.sha, len(keys), *keys, *args
-                )
+                return self._evalsha(script.sha, keys, args)
             except NoScriptError:
                 script.sha = self.redis.script_load(script.script)
-                return self.redis.execute_command(
-                    "EVALSHA", script.sha, len(keys), *keys, *args
-                )
+                return self._evalsha(script.sha, keys, args)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise QuotaUnavailable(f"quota store unreachable: {exc}") from exc
         except RedisError as exc:
             raise QuotaUnavailable(f"quota store error: {exc}") from exc
+
+    def _evalsha(self, sha: str, keys: list[Any], args: list[Any]) -> Any:
+        """One round trip. With a plain pooled client the command is packed here and sent
+        on a pooled connection: redis-py's generic path (argument encoding, retry and
+        metrics wrappers) costs several times the script on a small machine. Anything
+        else (a single-connection or cluster client) takes the generic path."""
+        pool = getattr(self.redis, "connection_pool", None)
+        if pool is None or getattr(self.redis, "connection", None) is not None:
+            return self.redis.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(args),
+                                                                 sha.encode())]
+        n = str(len(keys)).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(n), n))
+        for part in (*keys, *args):
+            b = part if isinstance(part, bytes) else str(part).encode()
+            parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(parts)])
+            return conn.read_response()
+        finally:
+            pool.release(conn)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -282,28 +319,29 @@ class QuotaEngine:
         for s, c in zip(specs, costs, strict=True):
             if c < 0:
                 raise ValueError(f"negative cost {cost}")
-            if c * count > s.limit.limit:
+            if c * count > s.cap:
                 return Reservation(False, None, math.inf, s.label, never=True)
         if rid is None:
-            token, chosen = os.urandom(8).hex(), "0"
+            token, chosen = os.urandom(8).hex(), b"0"
         else:
             token = rid.removeprefix(plan.provider + "/")
-            chosen = "1"
+            chosen = b"1"
+        count_b, head = b"%d" % count, plan.head_probe if probe else plan.head_reserve
+        record = plan.record_prefix + token.encode()
         for _attempt in range(4):
             now = time.time() + self._skew
-            keys = [plan.cool_key, plan.prefix + "r:" + token]
-            args: list[Any] = [
-                b"p" if probe else b"r", token, count, plan.cool_field, chosen, RECORD_TTL_MS
-            ]
+            # Pre-encoded bytes wherever possible: redis-py passes them through untouched.
+            keys: list[Any] = [plan.cool_key_b, record]
+            args: list[Any] = [head, token, count_b, plan.cool_field_b, chosen, RECORD_TTL_B]
             for i, s in enumerate(specs):
                 static = plan.static[i]
                 if static:
-                    keys.append(s.base)
-                    args += (plan.kinds[i], costs[i], *static)
+                    keys.append(plan.keys_b[i])
+                    args += (plan.kinds[i], b"%d" % costs[i], *static)
                 else:
                     p = self._period(plan.tz, s.limit.per, now)
                     keys.append(f"{s.base}:{p.key}")
-                    args += (plan.kinds[i], costs[i], s.limit.limit, p.start, p.end,
+                    args += (plan.kinds[i], b"%d" % costs[i], plan.limits_b[i], p.start, p.end,
                              p.end + CALENDAR_SLACK_S)
             reply = self._eval("reserve", keys, args)
             status, at = int(reply[0]), int(reply[1]) / US
@@ -383,12 +421,13 @@ class QuotaEngine:
                 best, reason = (until - int(now)) / US, _text(why) or "paused"
         return best, reason
 
-    def observe(self, target: Target, unit: Unit | str, per: Per | str, remaining: int,
-                reset_s: float | None = None, scope: str = SCOPE_MODEL) -> int:
+    def observe(self, target: Target, unit: Unit | str, per: Per | str, remaining: float,
+                reset_s: float | None = None, scope: str = SCOPE_MODEL) -> float:
         """The upstream says only ``remaining`` units of this limit are left (someone else
         uses the key): lower our view to match. Calendar: raise the counter to
         ``limit - remaining``. Rolling: add a synthetic charge that leaves the window in
-        ``reset_s`` (default: a whole window). Returns the units added (0 if we already
+        ``reset_s`` (default: a whole window). ``remaining`` and the result are in the
+        limit's unit (neurons, not milli-neurons). Returns the units added (0 if we already
         counted as much); a limit that is not configured is ignored (0)."""
         try:
             spec = self._spec(target, unit, per, scope)
@@ -396,22 +435,23 @@ class QuotaEngine:
             return 0
         plan = self._plan(target)
         lim = spec.limit
-        remaining = max(0, min(int(remaining), lim.limit))
+        scale = charge_scale(lim.unit)
+        left = max(0, min(round(remaining * scale), spec.cap))  # in charged units
         if spec.rolling:
             win = window_us(lim.per, self.margin_ms)
             reset_us = win if reset_s is None else int(max(0.0, reset_s) * US)
             reply = self._eval("observe", [spec.base], [
-                "z", lim.limit, remaining, win, reset_us, rolling_ttl_ms(win),
+                "z", spec.cap, left, win, reset_us, rolling_ttl_ms(win),
                 "obs-" + os.urandom(6).hex(),
             ])
-            return max(0, int(reply[0]))
+            return _units(max(0, int(reply[0])), scale)
         for _attempt in range(3):
             p = self._period(plan.tz, lim.per, time.time() + self._skew)
             reply = self._eval("observe", [f"{spec.base}:{p.key}"],
-                               ["c", lim.limit, remaining, p.start, p.end,
+                               ["c", spec.cap, left, p.start, p.end,
                                 p.end + CALENDAR_SLACK_S])
             if int(reply[0]) >= 0:
-                return int(reply[0])
+                return _units(int(reply[0]), scale)
             self._skew = int(reply[1]) / US - time.time()
             self._periods.clear()
         raise QuotaUnavailable("calendar period kept changing during observe")
@@ -451,8 +491,9 @@ class QuotaEngine:
             else:
                 used = int(reply or 0)
                 resets = float(p.end)
-            out.append(LimitState(provider, model, lim.unit, lim.per, lim.limit, used,
-                                  max(0, lim.limit - used), resets))
+            used_units = _units(used, charge_scale(lim.unit))
+            out.append(LimitState(provider, model, lim.unit, lim.per, lim.limit, used_units,
+                                  max(0, lim.limit - used_units), resets))
         return out
 
     # -------------------------------------------------------- limits in force

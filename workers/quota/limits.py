@@ -21,6 +21,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from dispatcher.config.models import Limit, Per, Unit
+from workers.quota.costs import NEURON_SCALE
 
 US = 1_000_000
 """Microseconds per second: the scripts keep server time in integer microseconds."""
@@ -60,9 +61,10 @@ def window_us(per: Per, margin_ms: float) -> int:
 
 
 def rolling_ttl_ms(win_us: int) -> int:
-    """TTL of a sliding log: longer than the window, since its newest entry leaves at
-    ``score + window`` and the entry is never stamped later than now."""
-    return math.ceil(win_us / 1000) + ROLLING_TTL_SLACK_MS
+    """TTL given to a sliding log: two windows plus slack. The script refreshes it only when
+    less than a window (plus 1 s) remains, so it always outlives the newest entry (which
+    leaves at ``score + window``, never stamped after now) yet costs no call on most grants."""
+    return math.ceil(2 * win_us / 1000) + ROLLING_TTL_SLACK_MS
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,12 @@ def limit_label(provider: str, model_id: str | None, limit: Limit) -> str:
     """``"groq/llama-3.1-8b-instant: 6000 tokens/minute"`` or ``"openrouter: 50 requests/day"``."""
     who = provider if model_id is None else f"{provider}/{model_id}"
     return f"{who}: {limit_text(limit)}"
+
+
+def charge_scale(unit: Unit) -> int:
+    """Units charged per configured unit: limits are configured in neurons but costs are
+    counted in milli-neurons (``Cost.milli_neurons``), so Redis stays in integers."""
+    return NEURON_SCALE if unit is Unit.neurons else 1
 
 
 def unit_code(unit: Unit) -> str:
@@ -184,6 +192,11 @@ class LimitSpec:
     @property
     def rolling(self) -> bool:
         return self.limit.per.rolling
+
+    @property
+    def cap(self) -> int:
+        """The limit in charged units (``Cost.of(unit)``: milli-neurons for neurons)."""
+        return self.limit.limit * charge_scale(self.limit.unit)
 
 
 def limit_specs(
