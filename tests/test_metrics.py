@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from types import SimpleNamespace
@@ -83,12 +82,6 @@ def test_quota_collector_reports_the_snapshot_and_survives_errors():
 
 
 # ------------------------------------------------------------ a real worker
-def hook_in_place() -> bool:
-    """Whether the caller passes ``simulated=`` to record_call (persists usage)."""
-    from workers import caller
-
-    return "simulated=" in inspect.getsource(caller.Caller._run)
-
 
 def _free_port() -> int:
     import socket
@@ -184,8 +177,6 @@ def test_quota_gauges_equal_the_engine_snapshot(cluster_run):
     assert value(found, "dispatch_quota_up", mode="sim") == 1
 
 
-@pytest.mark.skipif(not hook_in_place(),
-                    reason="workers/caller.py does not pass simulated= to record_call yet")
 def test_worker_usage_reaches_the_report(cluster_run):
     from workers.runtime import get_runtime
     from workers.usage import load_usage, utc_day

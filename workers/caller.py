@@ -83,6 +83,7 @@ class Caller:
 
     def __init__(self, runtime):
         self.rt = runtime
+        self._released = False
 
     def run(self, job_id: str, target_key: str) -> dict[str, Any]:
         rt, store = self.rt, self.rt.store
@@ -96,7 +97,8 @@ class Caller:
                 return {"job": job_id, "status": "cancelled"}
             return self._run(job, target_key)
         finally:
-            store.release(job_id, target_key, rt.sigs_with(target_key))
+            if not self._released:
+                store.release(job_id, target_key, rt.sigs_with(target_key))
 
     def _run(self, job, target_key: str) -> dict[str, Any]:
         rt, store, cfg = self.rt, self.rt.store, self.rt.config
@@ -121,7 +123,6 @@ class Caller:
                     time.sleep(res.wait_s)
                     continue
                 return self._requeue(job, (), last, f"waiting for {res.limit}")
-            rt.r.zadd(store.calling_key(target_key), {job.id: time.time()})
             outcome, latency = attempt.send(rt, ready, res.reservation_id)
             step = next_step(outcome, target_key, retries_here, pc.max_retries, windows)
             if step.count_attempt:
@@ -179,7 +180,9 @@ class Caller:
             "dispatch": {**self._dispatch_block(job, target_key, latency),
                          "usage": outcome.usage},
         }
-        self.rt.store.finish(job, "completed", result, target_key.split("/", 1)[0])
+        self.rt.store.finish(job, "completed", result, target_key.split("/", 1)[0],
+                             release=(target_key, self.rt.sigs_with(target_key)))
+        self._released = True
         return {"job": job.id, "status": "completed", "target": target_key}
 
     def _fail_with(self, job, outcome: Any, latency: float | None, target_key: str) -> dict:

@@ -104,9 +104,9 @@ def make_app(url: str) -> Celery:
         result_extended=False,
         result_expires=int(float(os.environ.get("DISPATCH_RESULT_EXPIRES", "86400"))),
         task_default_queue="dispatch.default",
-        task_track_started=True,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events feed Flower. They cost Redis round trips on every task:
+        # DISPATCH_TASK_EVENTS=0 turns them off (Flower then switches them on while it runs).
+        worker_send_task_events=os.environ.get("DISPATCH_TASK_EVENTS", "1") != "0",
         worker_hijack_root_logger=False,
         timezone="UTC",
         imports=("workers.tasks", "workers.schedules"),

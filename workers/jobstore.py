@@ -194,6 +194,12 @@ class JobStore:
     def load(self, jid: str) -> Job | None:
         return self._job(jid, self.r.hgetall(self.job_key(jid)))
 
+    def load_many(self, jids: list[str]) -> list[Job | None]:
+        pipe = self.r.pipeline(transaction=False)
+        for jid in jids:
+            pipe.hgetall(self.job_key(jid))
+        return [self._job(jid, h) for jid, h in zip(jids, pipe.execute(), strict=True)]
+
     def load_with_batch_status(self, jid: str) -> tuple[Job | None, str | None]:
         """The job and its batch's status, in one round trip."""
         pipe = self.r.pipeline(transaction=False)
@@ -255,20 +261,28 @@ class JobStore:
     def mark(self, jid: str, **fields: Any) -> None:
         self.r.hset(self.job_key(jid), mapping=fields)
 
-    def release(self, jid: str, target: str, sigs: Iterable[str]) -> None:
+    def release(self, jid: str, target: str, sigs: list[str]) -> None:
         """A call task is over: its target has room again; wake the sets it may serve."""
         pipe = self.r.pipeline(transaction=False)
+        self._release(pipe, jid, target, sigs)
+        pipe.execute()
+
+    def _release(self, pipe: Any, jid: str, target: str, sigs: list[str]) -> None:
         pipe.zrem(self.queued_key(target), jid)
         pipe.zrem(self.calling_key(target), jid)
-        sigs = list(sigs)
         if sigs:
             pipe.rpush(self.wake_key, *sigs)
             pipe.ltrim(self.wake_key, -1000, -1)
-        pipe.execute()
 
-    def finish(self, job: Job, state: str, result: dict[str, Any], provider: str = "") -> bool:
-        """End the job exactly once; a second finish (a redelivered message) changes nothing."""
-        done = self._finish(
+    def finish(self, job: Job, state: str, result: dict[str, Any], provider: str = "",
+               release: tuple[str, list[str]] | None = None) -> bool:
+        """End the job exactly once; a second finish (a redelivered message) changes nothing.
+
+        ``release=(target, sigs)`` also does :meth:`release` in the same round trip.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        self._finish(
+            client=pipe,
             keys=[self.job_key(job.id), self.batch_key(job.batch)],
             args=[
                 state,
@@ -279,7 +293,9 @@ class JobStore:
                 job.attempts,
             ],
         )
-        return int(done) == 1
+        if release:
+            self._release(pipe, job.id, *release)
+        return int(pipe.execute()[0]) == 1
 
     def park(self, job: Job) -> bool:
         """Put a job back among those waiting for its remaining targets (keeps its place)."""
@@ -300,6 +316,7 @@ class JobStore:
             pipe.zrem(self.wait_key(job.sig), job.id)
         pipe.hset(self.job_key(job.id), mapping={"state": "running", "target": target})
         pipe.hincrby(self.job_key(job.id), "tries", 1)
+        pipe.zadd(self.calling_key(target), {job.id: time.time()})
         pipe.execute()
 
     def sweep(self, targets: Iterable[str], older_than_s: float) -> int:

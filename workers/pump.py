@@ -24,6 +24,7 @@ from workers.quota.costs import estimate_cost
 log = logging.getLogger("dispatch.pump")
 
 IDLE_RECHECK_S = 5.0
+HEADS_PER_READ = 16
 
 
 def stale_after_s() -> float:
@@ -74,33 +75,35 @@ class Pumper:
         wait_key = store.wait_key(sig)
         routing = cfg.settings.routing
         cancelled: dict[str, bool] = {}
-        for _ in range(max_jobs):
-            head = r.zrange(wait_key, 0, 0)
-            if not head:
+        done = 0
+        while done < max_jobs:
+            heads = r.zrange(wait_key, 0, HEADS_PER_READ - 1)
+            if not heads:
                 return IDLE_RECHECK_S
-            jid = head[0]
-            job = store.load(jid)
-            if job is None or job.ended or job.state != "waiting":
-                r.zrem(wait_key, jid)
-                continue
-            if job.batch not in cancelled:
-                cancelled[job.batch] = store.batch_status(job.batch) == "cancelled"
-            ending = self._ending(job, cancelled[job.batch])
-            if ending:
-                r.zrem(wait_key, jid)
-                store.finish(job, ending[0], {"error": {"code": ending[0], "message": ending[1]}})
-                continue
-            delays = self._delays(job, targets, routing.preference_delay_s)
-            idx = choose_target(delays, routing.preference_delay_s)
-            if idx is None:
-                r.zrem(wait_key, jid)
-                store.finish(job, "failed", {"error": {"code": "no_target",
-                             "message": "no enabled target can ever take this job"}})
-                continue
-            delay = delays[idx] or 0.0
-            if delay > routing.horizon_s:
-                return max(0.05, min(delay - routing.horizon_s, IDLE_RECHECK_S))
-            self._dispatch(job, targets[idx], wait_key)
+            for job_id, job in zip(heads, store.load_many(heads), strict=True):
+                done += 1
+                if job is None or job.ended or job.state != "waiting":
+                    r.zrem(wait_key, job_id)
+                    continue
+                if job.batch not in cancelled:
+                    cancelled[job.batch] = store.batch_status(job.batch) == "cancelled"
+                ending = self._ending(job, cancelled[job.batch])
+                if ending:
+                    r.zrem(wait_key, job_id)
+                    store.finish(job, ending[0], {"error": {"code": ending[0],
+                                                            "message": ending[1]}})
+                    continue
+                delays = self._delays(job, targets, routing.preference_delay_s)
+                idx = choose_target(delays, routing.preference_delay_s)
+                if idx is None:
+                    r.zrem(wait_key, job_id)
+                    store.finish(job, "failed", {"error": {"code": "no_target",
+                                 "message": "no enabled target can ever take this job"}})
+                    continue
+                delay = delays[idx] or 0.0
+                if delay > routing.horizon_s:  # the head waits: so does everything behind it
+                    return max(0.05, min(delay - routing.horizon_s, IDLE_RECHECK_S))
+                self._dispatch(job, targets[idx], wait_key)
         return 0.0
 
     @staticmethod
@@ -156,11 +159,15 @@ class Pumper:
         return delay
 
     def _dispatch(self, job, target: str, wait_key: str) -> None:
-        """Publish first, then leave the waiting set: a crash in between duplicates, never loses."""
+        """Mark the job as handed to ``target`` and publish its call task.
+
+        A crash between the two leaves the job in the target's queued set with no message:
+        the job store's sweep puts it back after the stale delay; nothing is lost.
+        """
         store = self.rt.store
         pipe = self.rt.r.pipeline(transaction=False)
         pipe.zadd(store.queued_key(target), {job.id: time.time()})
         pipe.hset(store.job_key(job.id), mapping={"state": "dispatched", "target": target})
+        pipe.zrem(wait_key, job.id)
         pipe.execute()
         self.publish(job, target)
-        self.rt.r.zrem(wait_key, job.id)

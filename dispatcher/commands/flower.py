@@ -12,6 +12,7 @@ never displays a prompt or a key.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 from typing import Annotated
@@ -102,6 +103,11 @@ def flower(
         os.environ["FLOWER_BASIC_AUTH"] = basic_auth  # Flower reads it; argv stays clean
     from workers.celery_app import app as celery_app
 
+    # Workers run without task events (they cost Redis round trips on every task); Flower
+    # switches them on every few seconds while it runs — and here once at start, so the
+    # first tasks are not missed.
+    with contextlib.suppress(Exception):
+        celery_app.control.enable_events()
     celery_app.start(flower_argv(port, address, url_prefix, max_tasks, persistent_db,
                                  tasks_columns))
 
