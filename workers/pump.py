@@ -77,7 +77,11 @@ class Pumper:
         cancelled: dict[str, bool] = {}
         done = 0
         while done < max_jobs:
-            heads = r.zrange(wait_key, 0, HEADS_PER_READ - 1)
+            busy = self._occupancy(targets)
+            free = sum(max(0, self._concurrency(t) - q - c) for t, (q, c) in busy.items())
+            if free == 0:
+                return IDLE_RECHECK_S  # every target is at its concurrency: a release wakes us
+            heads = r.zrange(wait_key, 0, min(HEADS_PER_READ, free) - 1)
             if not heads:
                 return IDLE_RECHECK_S
             for job_id, job in zip(heads, store.load_many(heads), strict=True):
@@ -93,7 +97,7 @@ class Pumper:
                     store.finish(job, ending[0], {"error": {"code": ending[0],
                                                             "message": ending[1]}})
                     continue
-                delays = self._delays(job, targets, routing.preference_delay_s)
+                delays = self._delays(job, targets, busy, routing.preference_delay_s)
                 idx = choose_target(delays, routing.preference_delay_s)
                 if idx is None:
                     r.zrem(wait_key, job_id)
@@ -104,7 +108,22 @@ class Pumper:
                 if delay > routing.horizon_s:  # the head waits: so does everything behind it
                     return max(0.05, min(delay - routing.horizon_s, IDLE_RECHECK_S))
                 self._dispatch(job, targets[idx], wait_key)
+                queued, calling = busy[targets[idx]]
+                busy[targets[idx]] = (queued + 1, calling)
         return 0.0
+
+    def _concurrency(self, key: str) -> int:
+        return self.rt.config.target(key).provider_config.concurrency
+
+    def _occupancy(self, targets: list[str]) -> dict[str, tuple[int, int]]:
+        """(queued, calling) per target: jobs handed to its provider queue / in a call."""
+        store = self.rt.store
+        pipe = self.rt.r.pipeline(transaction=False)
+        for key in targets:
+            pipe.zcard(store.queued_key(key))
+            pipe.zcard(store.calling_key(key))
+        counts = pipe.execute()
+        return {key: (counts[2 * i], counts[2 * i + 1]) for i, key in enumerate(targets)}
 
     @staticmethod
     def _ending(job, batch_cancelled: bool) -> tuple[str, str] | None:
@@ -114,7 +133,8 @@ class Pumper:
             return "expired", "the batch deadline passed before a target took it"
         return None
 
-    def _delays(self, job, targets: list[str], preference_delay_s: float) -> list[float | None]:
+    def _delays(self, job, targets: list[str], busy: dict[str, tuple[int, int]],
+                preference_delay_s: float) -> list[float | None]:
         """How soon each target could start this job (None: never), in preference order.
 
         Computed lazily: the routing rule takes the first target within the preference
@@ -124,19 +144,17 @@ class Pumper:
         for i, key in enumerate(targets):
             if key in job.excluded:
                 continue
-            delays[i] = self._delay(job, key)
+            delays[i] = self._delay(job, key, *busy[key])
             if delays[i] is not None and delays[i] <= preference_delay_s:
                 break
         return delays
 
-    def _delay(self, job, key: str) -> float | None:
-        cfg, store = self.rt.config, self.rt.store
-        quota = self.rt.quota(job.simulated)
-        pipe = self.rt.r.pipeline(transaction=False)
-        pipe.zcard(store.queued_key(key))
-        pipe.zcard(store.calling_key(key))
-        queued, calling = pipe.execute()
+    def _delay(self, job, key: str, queued: int, calling: int) -> float | None:
+        cfg = self.rt.config
+        horizon = cfg.settings.routing.horizon_s
         target = cfg.target(key)
+        full = queued + calling >= target.provider_config.concurrency
+        quota = self.rt.quota(job.simulated)
         cost = estimate_cost(job.body, target.model, cfg.settings.quota, cfg.settings.jobs)
         probe = quota.probe(target, cost, count=queued + 1)
         if probe.granted:
@@ -153,9 +171,9 @@ class Pumper:
             elif step > 0:
                 delay = alone.wait_s + queued * step
             else:  # a calendar limit: look again once the jobs ahead have taken theirs
-                delay = cfg.settings.routing.horizon_s + 0.001
-        if delay is not None and queued + calling >= target.provider_config.concurrency:
-            delay = max(delay, cfg.settings.routing.horizon_s + 0.001)
+                delay = horizon + 0.001
+        if delay is not None and full:
+            delay = max(delay, horizon + 0.001)
         return delay
 
     def _dispatch(self, job, target: str, wait_key: str) -> None:
