@@ -48,18 +48,7 @@ def main() -> dict:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--gap", type=float, default=0.05, help="idle seconds between jobs")
     ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--patch-celery", action="store_true",
-                    help="apply the proposed no-result-backend fix (bench/patched_worker.py)")
     opts = ap.parse_args()
-    if opts.patch_celery:
-        import os
-
-        os.environ["BENCH_PATCH_CELERY"] = "1"
-        os.environ.setdefault("BENCH_PATCH_NEURONS", "0")
-        from bench.patched_worker import patch_celery
-
-        patch_celery()  # the submitting side too (kick publishes a pump task)
-
     from dispatcher.batches import submit
     from dispatcher.batchfile import parse_batch
     from dispatcher.config import load_config

@@ -172,17 +172,7 @@ def main() -> dict:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--profile", type=Path, default=None,
                     help="write py-spy collapsed stacks of our workers here")
-    ap.add_argument("--patch-celery", action="store_true",
-                    help="apply the proposed no-result-backend fix (bench/patched_worker.py)")
     opts = ap.parse_args()
-    if opts.patch_celery:
-        import os
-
-        os.environ["BENCH_PATCH_CELERY"] = "1"
-        os.environ.setdefault("BENCH_PATCH_NEURONS", "0")
-        from bench.patched_worker import patch_celery
-
-        patch_celery()
     global PROFILE_DIR
     PROFILE_DIR = opts.profile
     with tempfile.TemporaryDirectory() as tmp:

@@ -192,13 +192,7 @@ def main() -> dict[str, Any]:
     ap.add_argument("--per-tag", type=int, default=0, help="jobs per tag (default: enough)")
     ap.add_argument("--min-latency", type=float, default=0.2)
     ap.add_argument("--max-latency", type=float, default=2.0)
-    ap.add_argument("--patch-neurons", action="store_true",
-                    help="run workers with the proposed neuron-limit fix (bench/patched_worker.py)")
     opts = ap.parse_args()
-    if opts.patch_neurons:
-        import os
-
-        os.environ["BENCH_PATCH_NEURONS"] = "1"
     cat = scaled_catalog(opts.scale, opts.calendar_scale, opts.max_latency)
     # every tag could be served at up to the whole allowed rate: size each backlog for it
     per_tag = opts.per_tag or int(8.5 * opts.scale * (opts.warmup + opts.window + 10))
@@ -206,7 +200,7 @@ def main() -> dict[str, Any]:
         cfg_dir = write_config_dir(Path(tmp) / "scaled", cat)
         res = measure(cfg_dir, per_tag, opts.warmup, opts.window,
                       (opts.min_latency, opts.max_latency), catalog_workers(cat), "util")
-    res.update(patched_neurons=opts.patch_neurons, scale=opts.scale,
+    res.update(scale=opts.scale,
                calendar_scale=opts.calendar_scale,
                goal=0.98, met=res["utilization"] >= 0.98 and res["over_limit"] == 0)
     print_report(res, f"catalog x{opts.scale:g} (calendar x{opts.calendar_scale:g}), "

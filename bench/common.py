@@ -160,11 +160,8 @@ class Workers:
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(LOG_DIR / f"{self.tag}-{name}.log", "wb")  # noqa: SIM115
-        patched = "1" in (os.environ.get("BENCH_PATCH_NEURONS"),
-                          os.environ.get("BENCH_PATCH_CELERY"))
-        entry = ["bench/patched_worker.py"] if patched else ["-m", "dispatcher.cli"]
         proc = subprocess.Popen(
-            [sys.executable, *entry, "worker", *args, "--loglevel", "warning",
+            [sys.executable, "-m", "dispatcher.cli", "worker", *args, "--loglevel", "warning",
              "--name", f"{name}-{self.namespace}@bench"],
             stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=ROOT,
             start_new_session=True)

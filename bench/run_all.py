@@ -1,6 +1,6 @@
 """Run every benchmark, one after another, and print the summary table (Markdown).
 
-    python bench/run_all.py [--only overhead,latency,...] [--patch-neurons]
+    python bench/run_all.py [--only overhead,latency,...]
 
 Each benchmark is a subprocess (its own output is passed through); their
 ``BENCH_RESULT {json}`` lines are collected. bench/bench_quota.py (the quota engine,
@@ -67,8 +67,6 @@ def quota_rows(text: str) -> list[tuple]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(ORDER))
-    ap.add_argument("--patch-neurons", action="store_true",
-                    help="also run utilization with the proposed neuron-limit fix")
     opts = ap.parse_args()
     todo = [x for x in ORDER if x in opts.only.split(",")]
     rows = []
@@ -82,13 +80,6 @@ def main() -> None:
                          f"{u['utilization']:.3f}, {u['over_limit']} over-limit",
                          f"{u['allowed']:.0f} allowed in {u['window_s']:.0f} s",
                          f"{u['utilization']:.3f}", ">= 0.98, 0 over-limit", u["met"]))
-        if opts.patch_neurons:
-            u, _ = run("utilization", ["--patch-neurons"])
-            if u:
-                rows.append(("1b. Utilization, neuron fix applied (bench/patched_worker.py)",
-                             f"{u['utilization']:.3f}, {u['over_limit']} over-limit",
-                             f"{u['allowed']:.0f} allowed in {u['window_s']:.0f} s",
-                             f"{u['utilization']:.3f}", ">= 0.98, 0 over-limit", u["met"]))
     if "overhead" in todo:
         o, _ = run("overhead", [])
         if o:
