@@ -633,3 +633,23 @@ def test_reservation_is_frozen() -> None:
     x = Reservation(True, "acme/x", 0.0, None)
     with pytest.raises(AttributeError):
         x.granted = False  # type: ignore[misc]
+
+
+# ---- late sends -------------------------------------------------------------------
+
+def test_shift_moves_a_late_requests_entries_so_its_slot_frees_later(
+        engine: QuotaEngine, config: Config) -> None:
+    t = config.target("acme/big")  # 5 requests/second (and the provider's 8/second)
+    sleep_until_fresh_second()
+    grants = [engine.reserve(t, Cost(1, 0)) for _ in range(5)]
+    assert all(g.granted for g in grants)
+    first = engine.reserve(t, Cost(1, 0))
+    assert not first.granted
+    # Every one of them actually left 0.4 s after its grant: their slots free 0.4 s later.
+    for g in grants:
+        assert engine.shift(t, Cost(1, 0), g.reservation_id, 0.4) == 2  # model + provider
+    later = engine.reserve(t, Cost(1, 0))
+    assert not later.granted
+    assert later.wait_s == pytest.approx(first.wait_s + 0.4, abs=0.05)
+    # moving nothing is harmless
+    assert engine.shift(t, Cost(1, 0), "acme/unknown", 0.4) == 0

@@ -52,11 +52,28 @@ def prepare(rt, target: Target, job_body: dict[str, Any], simulated: bool) -> Pr
     )
 
 
-def send(rt, p: Prepared, reservation_id: str | None) -> tuple[Any, float]:
-    """Call upstream under a granted reservation; returns ``(outcome, latency_s)``."""
+#: A request written later than this after its grant has its window entries moved.
+LATE_SEND_S = 0.005
+
+
+def send(rt, p: Prepared, reservation_id: str | None,
+         granted_at: float | None = None) -> tuple[Any, float]:
+    """Call upstream under a granted reservation; returns ``(outcome, latency_s)``.
+
+    ``granted_at`` (``time.monotonic()`` taken before asking for the reservation): if the
+    request only reached the wire noticeably later — a stalled thread, a slow connect —
+    the reservation's sliding-log entries move to the moment it left, so the quota's view
+    stays in step with the upstream's.
+    """
     quota = rt.quota(p.simulated)
+
+    def on_sent() -> None:
+        late = time.monotonic() - (granted_at or 0.0)
+        if granted_at is not None and reservation_id and late > LATE_SEND_S:
+            quota.shift(p.target, p.cost, reservation_id, late)
+
     outcome, latency, observations = call_upstream(p.adapter, p.client, p.base_url or "",
-                                                   p.api_key, p.body)
+                                                   p.api_key, p.body, on_sent)
     if reservation_id is not None:
         actual = usage_cost(outcome.usage, p.target.model) if isinstance(outcome, Success) \
             else Cost(1, 0, 0)  # no answer: the request counts, no tokens were used

@@ -114,6 +114,7 @@ class Caller:
         while True:
             if ready.base_url is None or ready.api_key is None:
                 return self._requeue(job, (target_key,), last, "target unavailable")
+            asked_at = time.monotonic()
             res = quota.reserve(target, ready.cost)
             if not res.granted:
                 metrics.record_refusal(target_key, res.limit)
@@ -123,7 +124,7 @@ class Caller:
                     time.sleep(res.wait_s)
                     continue
                 return self._requeue(job, (), last, f"waiting for {res.limit}")
-            outcome, latency = attempt.send(rt, ready, res.reservation_id)
+            outcome, latency = attempt.send(rt, ready, res.reservation_id, asked_at)
             step = next_step(outcome, target_key, retries_here, pc.max_retries, windows)
             if step.count_attempt:
                 job.attempts += 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,16 @@ class TransportFailure(Exception):
         super().__init__(self.message)
 
 
+def _trace(on_sent: Callable[[], None]) -> dict[str, Any]:
+    """httpcore's per-request trace hook, reduced to "the request body is on the wire"."""
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            on_sent()
+
+    return {"trace": trace}
+
+
 class ProviderClient:
     """A keep-alive connection pool to one provider; thread-safe.
 
@@ -96,9 +106,12 @@ class ProviderClient:
     def from_config(cls, name: str, pc: ProviderConfig) -> ProviderClient:
         return cls(name, concurrency=pc.concurrency, timeout_s=pc.timeout_s)
 
-    def send(self, url_base: str, api_key: str | None, body: dict[str, Any]) -> RawResponse:
+    def send(self, url_base: str, api_key: str | None, body: dict[str, Any],
+             on_sent: Callable[[], None] | None = None) -> RawResponse:
         """POST ``body`` to ``{url_base}/chat/completions``; raise TransportFailure when
-        no HTTP answer arrives (any status, even 5xx, is returned as received)."""
+        no HTTP answer arrives (any status, even 5xx, is returned as received).
+
+        ``on_sent`` runs the moment the request is fully written (before the answer)."""
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "User-Agent": USER_AGENT}
         if api_key:
@@ -107,7 +120,8 @@ class ProviderClient:
         start = time.monotonic()
         error: str | None = None
         try:
-            resp = self._http.post(url, content=json.dumps(body).encode(), headers=headers)
+            resp = self._http.post(url, content=json.dumps(body).encode(), headers=headers,
+                                   extensions=_trace(on_sent) if on_sent else None)
         except httpx.TimeoutException as exc:
             error, timed_out = f"{type(exc).__name__} after {time.monotonic() - start:.1f}s", True
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -163,11 +177,12 @@ def call(
     base_url: str,
     api_key: str | None,
     body: dict[str, Any],
+    on_sent: Callable[[], None] | None = None,
 ) -> tuple[Outcome, float, list[Observation]]:
     """Send a prepared ``body`` and classify the answer: ``(outcome, latency_s,
     observations)``. Never raises for upstream trouble; no answer is a Transient."""
     try:
-        raw = client.send(base_url, api_key, body)
+        raw = client.send(base_url, api_key, body, on_sent)
     except TransportFailure as failure:
         return Transient(None, None, failure.message), failure.latency_s, []
     content = raw.content

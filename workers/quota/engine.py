@@ -199,7 +199,7 @@ class QuotaEngine:
         prelude = (LUA_DIR / "prelude.lua").read_text(encoding="utf-8")
         self._scripts = {
             name: redis.register_script(_load(name, prelude))
-            for name in ("reserve", "reconcile", "observe", "cooldown", "status")
+            for name in ("reserve", "reconcile", "shift", "observe", "cooldown", "status")
         }
 
     # ----------------------------------------------------------------- plumbing
@@ -383,6 +383,21 @@ class QuotaEngine:
             [max(actual.tokens, 0), max(actual.milli_neurons, 0), token],
         )
         return int(reply) == 1
+
+    def shift(self, target: Target, cost: Cost, reservation_id: str, seconds: float) -> int:
+        """The request of a granted reservation left ``seconds`` after the grant: move its
+        rolling-window entries forward by that much, so the slot frees when the upstream's
+        does. Calendar counters need nothing. Returns how many entries moved."""
+        plan = self._plan(target)
+        token = reservation_id.partition("/")[2]
+        keys, members = [], []
+        for i, s in enumerate(plan.specs):
+            if plan.static[i]:
+                keys.append(plan.keys_b[i])
+                members.append(b"%d:%s" % (cost.of(s.limit.unit), token.encode()))
+        if not keys or seconds <= 0:
+            return 0
+        return int(self._eval("shift", keys, [int(seconds * US), *members]))
 
     # ------------------------------------------------------------ upstream feedback
     def cooldown(self, target: Target, seconds: float, scope: str = SCOPE_MODEL,
