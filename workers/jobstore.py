@@ -93,6 +93,7 @@ class JobStore:
         self.retention_s = int(retention_s)
         self._finish = r.register_script((_LUA / "finish.lua").read_text())
         self._park = r.register_script((_LUA / "park.lua").read_text())
+        self._constants: dict[str, tuple[bool, float]] = {}
 
     # -- keys ---------------------------------------------------------------
     def batch_key(self, batch: str) -> str:
@@ -140,55 +141,57 @@ class JobStore:
         seq = int(self.r.incr(f"{self.ns}:batchseq"))
         now = time.time()
         deadline = now + deadline_s
+        ttl = self.retention_s + int(deadline_s)
+        # The batch's constants first: a router may pick up its first jobs before the last
+        # chunk is written; ``total`` comes last, so the batch cannot look finished early.
+        self.r.hset(self.batch_key(batch), mapping={
+            "completed": 0, "failed": 0, "status": "in_progress", "created": now,
+            "deadline": deadline, "simulated": int(simulated), "name": name,
+        })
         sigs: dict[str, tuple[str, list[str]]] = {}
+        waiting: dict[str, dict[str, float]] = {}
         total = 0
         pipe = self.r.pipeline(transaction=False)
         for i, spec in enumerate(jobs):
-            sig = waitset_sig(spec.tag, list(spec.targets))
-            sigs.setdefault(sig, (spec.tag, list(spec.targets)))
+            targets = list(spec.targets)
+            sig = waitset_sig(spec.tag, targets)
+            sigs.setdefault(sig, (spec.tag, targets))
             score = fair_score(i, seq)
-            jid = job_id(batch, i)
-            pipe.hset(
-                self.job_key(jid),
-                mapping={
-                    "custom_id": spec.custom_id,
-                    "tag": spec.tag,
-                    "body": json.dumps(spec.body, separators=(",", ":")),
-                    "targets": json.dumps(list(spec.targets)),
-                    "excluded": "[]",
-                    "state": "waiting",
-                    "attempts": 0,
-                    "score": score,
-                    "sig": sig,
-                    "simulated": int(simulated),
-                    "deadline": deadline,
-                },
-            )
-            pipe.expire(self.job_key(jid), self.retention_s + int(deadline_s))
-            pipe.zadd(self.wait_key(sig), {jid: score})
+            key = f"{self.ns}:j:{{{batch}}}:{i}"
+            # What every job of the batch shares (simulated, deadline) lives in the batch.
+            pipe.hset(key, mapping={
+                "custom_id": spec.custom_id,
+                "tag": spec.tag,
+                "body": json.dumps(spec.body, separators=(",", ":")),
+                "targets": json.dumps(targets),
+                "state": "waiting",
+                "score": score,
+                "sig": sig,
+            })
+            pipe.expire(key, ttl)
+            waiting.setdefault(sig, {})[f"{batch}:{i}"] = score
             total += 1
             if total % chunk == 0:
+                self._queue(pipe, waiting)
                 pipe.execute()
+        self._queue(pipe, waiting)
         for sig, (tag, targets) in sigs.items():
             pipe.hset(self.waitsets_key, sig, json.dumps({"tag": tag, "targets": targets}))
-        pipe.hset(
-            self.batch_key(batch),
-            mapping={
-                "total": total,
-                "completed": 0,
-                "failed": 0,
-                "status": "in_progress",
-                "created": now,
-                "deadline": deadline,
-                "simulated": int(simulated),
-                "name": name,
-                "tags": json.dumps(sorted({t for t, _ in sigs.values()})),
-            },
-        )
-        pipe.expire(self.batch_key(batch), self.retention_s + int(deadline_s))
+        pipe.hset(self.batch_key(batch), mapping={
+            "total": total, "tags": json.dumps(sorted({t for t, _ in sigs.values()}))})
+        pipe.expire(self.batch_key(batch), ttl)
         pipe.zadd(f"{self.ns}:batches", {batch: now})
         pipe.execute()
+        completed, failed = self.r.hmget(self.batch_key(batch), "completed", "failed")
+        if int(completed or 0) + int(failed or 0) >= total:  # it all ended before ``total``
+            self.r.hset(self.batch_key(batch), mapping={"status": "completed", "ended": now})
         return batch, set(sigs)
+
+    def _queue(self, pipe: Any, waiting: dict[str, dict[str, float]]) -> None:
+        for sig, members in waiting.items():
+            if members:
+                pipe.zadd(self.wait_key(sig), members)
+        waiting.clear()
 
     # -- reading ----------------------------------------------------------------
     def load(self, jid: str) -> Job | None:
@@ -212,6 +215,7 @@ class JobStore:
         if not h:
             return None
         batch, index = split_job_id(jid)
+        simulated, deadline = self._batch_constants(batch)
         return Job(
             id=jid,
             batch=batch,
@@ -224,11 +228,23 @@ class JobStore:
             state=h["state"],
             attempts=int(h.get("attempts") or 0),
             score=float(h.get("score") or 0),
-            simulated=h.get("simulated") == "1",
-            deadline=float(h.get("deadline") or 0),
+            simulated=simulated,
+            deadline=deadline,
             sig=h.get("sig", ""),
             result=json.loads(h["result"]) if h.get("result") else None,
         )
+
+    def _batch_constants(self, batch: str) -> tuple[bool, float]:
+        """(simulated, deadline) of a batch: set at creation, never changed, so cached."""
+        known = self._constants.get(batch)
+        if known is None:
+            simulated, deadline = self.r.hmget(self.batch_key(batch), "simulated", "deadline")
+            known = (simulated == "1", float(deadline or 0))
+            if deadline is not None:
+                if len(self._constants) > 10_000:
+                    self._constants.clear()
+                self._constants[batch] = known
+        return known
 
     def batch_status(self, batch: str) -> str | None:
         return self.r.hget(self.batch_key(batch), "status")
