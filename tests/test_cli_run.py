@@ -172,6 +172,9 @@ def test_a_worker_with_different_limits_refuses_to_start(cluster, tmp_path):
          "beta": provider(model("b1"))},
         {"fast": ["alpha/a1"], "bulk": ["beta/b1"]},
     )
+    deadline = time.monotonic() + 30  # the cluster's worker has put its limits in force
+    while not cluster.r.exists(f"{cluster.namespace}:q:limits") and time.monotonic() < deadline:
+        time.sleep(0.1)
     env = {**cluster_env(cluster), "DISPATCH_CONFIG": str(other)}
     proc = dispatch("worker", "--all", "--config", str(other), env=env, timeout=60)
     assert proc.returncode == 2

@@ -35,10 +35,12 @@ _pumper_lock = threading.Lock()
 
 
 def pumper() -> Pumper:
+    """The process's pumper, on the current runtime (tests may switch runtimes)."""
     global _pumper
+    rt = get_runtime()
     with _pumper_lock:
-        if _pumper is None:
-            _pumper = Pumper(get_runtime(), publish_call)
+        if _pumper is None or _pumper.rt is not rt:
+            _pumper = Pumper(rt, publish_call)
         return _pumper
 
 
