@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -42,3 +43,21 @@ def require_redis() -> str:
         return redis_url(required=True) or ""
     except RedisNotConfigured as exc:
         fail(str(exc))
+
+
+def read_batch_or_exit(path: Path, cfg: Config) -> list:
+    """Validate a whole batch file, or print every bad line and exit 2 (nothing is sent)."""
+    from dispatcher.batchfile import BatchInvalid, format_problems, parse_batch
+
+    if not path.exists():
+        fail(f"{path}: no such file")
+    try:
+        return parse_batch(path, cfg)
+    except BatchInvalid as exc:
+        err.print(f"[bold red]{path}: invalid batch, nothing was sent[/]")
+        print(format_problems(exc.problems), file=sys.stderr)
+        missing = sorted({v for p in exc.problems for v in p.missing_env})
+        if missing:
+            print(f"Set {', '.join(missing)} to enable a provider, or add --simulate to run "
+                  "against the local provider simulator.", file=sys.stderr)
+        raise typer.Exit(EXIT_INVALID) from None

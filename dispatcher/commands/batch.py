@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dispatcher.batchfile import BatchInvalid, format_problems, parse_batch
-from dispatcher.cli_support import EXIT_INVALID, err, fail, load_or_exit, require_redis
+from dispatcher.cli_support import fail, load_or_exit, read_batch_or_exit, require_redis
 
 
 def _when(ts: str | float | None) -> str:
@@ -42,14 +40,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_or_exit(config, simulate=simulate)
         require_redis()
-        if not input_path.exists():
-            fail(f"{input_path}: no such file")
-        try:
-            specs = parse_batch(input_path, cfg)
-        except BatchInvalid as exc:
-            err.print(f"[bold red]{input_path}: invalid batch, nothing was sent[/]")
-            print(format_problems(exc.problems), file=sys.stderr)
-            raise typer.Exit(EXIT_INVALID) from None
+        specs = read_batch_or_exit(input_path, cfg)
         from dispatcher.batches import submit as do_submit
 
         print(do_submit(specs, simulated=simulate, deadline_s=parse_duration(deadline),

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from dispatcher.batchfile import BatchInvalid, format_problems, parse_batch
-from dispatcher.cli_support import EXIT_INFRA, EXIT_INVALID, err, fail, load_or_exit
+from dispatcher.cli_support import (
+    EXIT_INFRA,
+    EXIT_INVALID,
+    fail,
+    load_or_exit,
+    read_batch_or_exit,
+)
 from dispatcher.config import config_dir
 from dispatcher.progress import follow_batch, summary_table
 from dispatcher.settings import env
@@ -30,14 +34,6 @@ def parse_duration(text: str) -> float:
         return float(text)
     except ValueError:
         fail(f"--deadline {text!r}: expected e.g. 24h, 90m, 45s")
-
-
-def _no_target_hint(exc: BatchInvalid) -> str:
-    missing = sorted({v for p in exc.problems for v in getattr(p, "missing_env", ())})
-    if not missing:
-        return ""
-    return (f"\nSet {', '.join(missing)} to enable a provider, or add --simulate to run against "
-            "the local provider simulator.")
 
 
 def register(app: typer.Typer) -> None:
@@ -61,19 +57,7 @@ def register(app: typer.Typer) -> None:
             fail("give IN.jsonl (or --resume BATCH)")
         cfg = load_or_exit(config, simulate=simulate)
         deadline_s = parse_duration(deadline)
-        specs = []
-        if input_path is not None:
-            if not input_path.exists():
-                fail(f"{input_path}: no such file")
-            try:
-                specs = parse_batch(input_path, cfg)
-            except BatchInvalid as exc:
-                err.print(f"[bold red]{input_path}: invalid batch, nothing was sent[/]")
-                print(format_problems(exc.problems), file=sys.stderr)
-                hint = _no_target_hint(exc)
-                if hint:
-                    print(hint.strip(), file=sys.stderr)
-                raise typer.Exit(EXIT_INVALID) from None
+        specs = read_batch_or_exit(input_path, cfg) if input_path is not None else []
         if workers == "external" and not os.environ.get("REDIS_URL"):
             fail("--workers external needs REDIS_URL (the cluster's Redis)")
         code = _run(cfg, specs, output, simulate, workers, deadline_s, strict, resume,

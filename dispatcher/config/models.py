@@ -11,11 +11,23 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BUILTIN_TAGS = ("fast", "reasoning", "bulk", "vision")
+
+
+def _known_zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {v!r}") from exc
+    return v
+
+
+TimeZone = Annotated[str, AfterValidator(_known_zone)]
+"""An IANA time zone name (calendar limits and cron entries are read in it)."""
 
 
 class Strict(BaseModel):
@@ -93,7 +105,7 @@ Dialect = Literal["openai", "groq", "openrouter", "cloudflare", "mistral", "nvid
 class ProviderConfig(Strict):
     base_url: Annotated[str, Field(min_length=1)]
     api_key_env: str
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     limits: list[Limit] = []
     models: Annotated[list[ModelConfig], Field(min_length=1)]
     # Operational settings (the implementation's choice, see README).
@@ -111,15 +123,6 @@ class ProviderConfig(Strict):
                 "must be the NAME of an environment variable (letters, digits, '_'), "
                 "never the key itself"
             )
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
         return v
 
     @model_validator(mode="after")
@@ -182,7 +185,7 @@ class Schedule(Strict):
     """A cron entry: a 5-field expression and a batch file or inline jobs to enqueue."""
 
     cron: str
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     batch: str | None = None
     jobs: list[dict] | None = None
     enabled: bool = True
@@ -200,15 +203,6 @@ class Schedule(Strict):
                     day_of_week=fields[4])
         except Exception as exc:  # celery raises ValueError / ParseException
             raise ValueError(f"cron {v!r}: {exc}") from exc
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
         return v
 
     @model_validator(mode="after")
