@@ -154,8 +154,9 @@ class Caller:
 
     # -- helpers ----------------------------------------------------------------------
     def _cool(self, quota, target, outcome: RateLimited) -> None:
-        if outcome.daily:
-            quota.close_until_reset(target, "day", outcome.scope, redact(outcome.message)[:200])
+        if outcome.daily:  # spent until the calendar reset: the month's, if it says so
+            per = "month" if "month" in outcome.message.lower() else "day"
+            quota.close_until_reset(target, per, outcome.scope, redact(outcome.message)[:200])
         else:
             wait = outcome.retry_after_s
             if wait is None:
