@@ -179,3 +179,50 @@ def test_a_worker_with_different_limits_refuses_to_start(cluster, tmp_path):
     proc = dispatch("worker", "--all", "--config", str(other), env=env, timeout=60)
     assert proc.returncode == 2
     assert "limits" in proc.stderr.lower() and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    import signal
+
+    cfg = write_config(
+        tmp_path / "config",
+        {"alpha": provider(model("a1"), limits=[{"unit": "requests", "limit": 1,
+                                                "per": "minute"}])},
+        {"fast": ["alpha/a1"]},
+    )
+    batch_file = tmp_path / "b.jsonl"
+    batch_file.write_text("\n".join(job_line(f"k{i}", "fast") for i in range(3)) + "\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dispatcher.cli", "run", str(batch_file), "-o",
+         str(tmp_path / "out.jsonl"), "--simulate", "--config", str(cfg)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=clean_env(tmp_path))
+    deadline = time.monotonic() + 60
+    state = tmp_path / "state" / "redis"
+    while time.monotonic() < deadline and not list(state.glob("*.port")):
+        time.sleep(0.1)
+    time.sleep(4.0)  # one job done, two waiting for the next minute's quota
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "dispatch run --resume batch_" in err
+    assert "Traceback" not in err
+    assert not list(state.glob("*.port")), "the embedded Redis was not stopped"
+
+
+def test_deadline_expires_jobs_that_cannot_get_quota_in_time(tmp_path):
+    cfg = write_config(
+        tmp_path / "config",
+        {"alpha": provider(model("a1"), limits=[{"unit": "requests", "limit": 1,
+                                                "per": "day"}])},
+        {"fast": ["alpha/a1"]},
+    )
+    batch_file = tmp_path / "b.jsonl"
+    batch_file.write_text("\n".join(job_line(f"d{i}", "fast") for i in range(3)) + "\n")
+    out = tmp_path / "out.jsonl"
+    proc = dispatch("run", str(batch_file), "-o", str(out), "--simulate", "--config", str(cfg),
+                    "--deadline", "3s", "--strict", env=clean_env(tmp_path), timeout=90)
+    assert proc.returncode == 3, proc.stderr[-2000:]  # --strict: some jobs failed
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    codes = [(x["error"] or {}).get("code") for x in lines]
+    assert codes.count("expired") == 2 and codes.count(None) == 1
