@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dispatcher.config import Config, Target, Unit
+from dispatcher.config import Config, Target
 from workers.quota.costs import (
-    NEURON_SCALE,
     count_images,
     estimate_cost,
     estimate_prompt_tokens,
     max_tokens_sent,
 )
+from workers.quota.limits import charge_scale
 
 _VAR_NO_DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -78,7 +78,7 @@ def _limit_blocker(body: dict[str, Any], t: Target, cfg: Config) -> str | None:
     cost = estimate_cost(body, t.model, cfg.settings.quota, cfg.settings.jobs)
     for _scope, lim in t.limits():
         need = cost.of(lim.unit)
-        cap = lim.limit * NEURON_SCALE if lim.unit is Unit.neurons else lim.limit
+        cap = lim.limit * charge_scale(lim.unit)
         if need > cap:
             return f"{t.key}: {lim.limit} {lim.unit.value}/{lim.per.value}"
     return None

@@ -8,7 +8,7 @@ worker memory, no redelivery and no busy loop. Quota itself is taken by the call
 right before the request is sent.
 
     >>> pumper = Pumper(runtime, publish=lambda job, target: ...)   # doctest: +SKIP
-    >>> pumper.pump(sig)        # -> seconds until this waiting set should be looked at again
+    >>> pumper.pump(sig, tag, targets)  # -> seconds until it should be looked at again
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from dispatcher.routing import choose_target
 from workers.quota.costs import estimate_cost
+from workers.quota.limits import charge_scale
 
 log = logging.getLogger("dispatch.pump")
 
@@ -42,7 +43,7 @@ def stale_after_s() -> float:
 def spacing_s(target, cost) -> float:
     """The steady-state time one job of ``cost`` occupies on ``target``'s rolling limits."""
     return max(
-        (lim.per.seconds * cost.of(lim.unit) / lim.limit
+        (lim.per.seconds * cost.of(lim.unit) / (lim.limit * charge_scale(lim.unit))
          for _, lim in target.limits() if lim.per.rolling),
         default=0.0,
     )
