@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher.config import Target
+from dispatcher.config import Target, Unit
 from workers import metrics
 from workers.providers.adapters import Adapter, adapter_for
 from workers.providers.client import ProviderClient
@@ -33,6 +33,8 @@ class Prepared:
     base_url: str | None
     api_key: str | None
     simulated: bool
+    metered: bool
+    """Some limit counts tokens or neurons: the reservation needs reconciling."""
 
 
 def prepare(rt, target: Target, job_body: dict[str, Any], simulated: bool) -> Prepared:
@@ -49,6 +51,7 @@ def prepare(rt, target: Target, job_body: dict[str, Any], simulated: bool) -> Pr
         base_url=rt.base_url(target.provider, simulated),
         api_key="simulated" if simulated else cfg.api_key(target.provider),
         simulated=simulated,
+        metered=any(lim.unit is not Unit.requests for _, lim in target.limits()),
     )
 
 
@@ -74,7 +77,7 @@ def send(rt, p: Prepared, reservation_id: str | None,
 
     outcome, latency, observations = call_upstream(p.adapter, p.client, p.base_url or "",
                                                    p.api_key, p.body, on_sent)
-    if reservation_id is not None:
+    if reservation_id is not None and p.metered:
         actual = usage_cost(outcome.usage, p.target.model) if isinstance(outcome, Success) \
             else Cost(1, 0, 0)  # no answer: the request counts, no tokens were used
         if actual is not None:

@@ -55,6 +55,7 @@ class Pumper:
     def __init__(self, runtime, publish: Callable[[Any, str], None]):
         self.rt = runtime
         self.publish = publish
+        self._status: dict[str, tuple[float, bool]] = {}
 
     def _lock(self, sig: str) -> bool:
         return bool(self.rt.r.set(f"{self.rt.namespace}:lock:w:{sig}", "1", nx=True, px=10_000))
@@ -75,7 +76,6 @@ class Pumper:
         store, cfg, r = self.rt.store, self.rt.config, self.rt.r
         wait_key = store.wait_key(sig)
         routing = cfg.settings.routing
-        cancelled: dict[str, bool] = {}
         done = 0
         while done < max_jobs:
             busy = self._occupancy(targets)
@@ -90,9 +90,7 @@ class Pumper:
                 if job is None or job.ended or job.state != "waiting":
                     r.zrem(wait_key, job_id)
                     continue
-                if job.batch not in cancelled:
-                    cancelled[job.batch] = store.batch_status(job.batch) == "cancelled"
-                ending = self._ending(job, cancelled[job.batch])
+                ending = self._ending(job, self._cancelled(job.batch))
                 if ending:
                     r.zrem(wait_key, job_id)
                     store.finish(job, ending[0], {"error": {"code": ending[0],
@@ -112,6 +110,17 @@ class Pumper:
                 queued, calling = busy[targets[idx]]
                 busy[targets[idx]] = (queued + 1, calling)
         return 0.0
+
+    def _cancelled(self, batch: str) -> bool:
+        """Whether a batch was cancelled, re-read at most once a second per batch."""
+        now = time.monotonic()
+        known = self._status.get(batch)
+        if known is None or now - known[0] > 1.0:
+            if len(self._status) > 10_000:
+                self._status.clear()
+            known = (now, self.rt.store.batch_status(batch) == "cancelled")
+            self._status[batch] = known
+        return known[1]
 
     def _concurrency(self, key: str) -> int:
         return self.rt.config.target(key).provider_config.concurrency
