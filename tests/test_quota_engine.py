@@ -141,7 +141,8 @@ def test_grant_then_refuse_with_exact_wait(engine: QuotaEngine, r: redis.Redis, 
     key = f"{ns}:q:live:{{acme}}:m:small/one:requests:second"
     entries = [(int(s), member_cost(m)) for m, s in r.zrange(key, 0, -1, withscores=True)
                if m[0].isdigit()]
-    win = window_us(Per.second, config.settings.quota.timing_margin_ms)
+    win = window_us(Per.second, config.settings.quota.timing_margin_ms,
+                    config.settings.quota.timing_margin_pct)
     expected = rolling_wait_us(entries, 1, 3, int(refused.at * US), win) / US
     assert refused.wait_s == pytest.approx(expected, abs=1e-6)
     assert 0 < refused.wait_s <= 1.01
@@ -169,7 +170,8 @@ def test_all_or_nothing_and_longest_wait(engine: QuotaEngine, config: Config) ->
     # Both requests/second (about 1 s) and tokens/minute (about 60 s) refuse: the longest wins.
     r = engine.reserve(t, Cost(1, 1000))
     assert not r.granted and r.limit == "acme/small/one: 6000 tokens/minute"
-    assert 58 < r.wait_s <= 60.02
+    minute = window_us(Per.minute, 20, 0.2) / US  # 60 s + 20 ms + 0.2 %
+    assert 58 < r.wait_s <= minute
     before = engine.snapshot()
     assert not engine.reserve(t, Cost(1, 1000)).granted
     assert [s.used for s in engine.snapshot()] == [s.used for s in before]
@@ -315,7 +317,7 @@ def test_snapshot_lists_every_limit_once(engine: QuotaEngine, config: Config) ->
     assert len(snap) == 2 + 3 + 1 + 1 + 2  # acme: 2 shared, 3 + 1 per model; cloud: 1 + 2
     tpm = next(s for s in snap if s.model == "small/one" and s.text == "6000 tokens/minute")
     assert (tpm.used, tpm.remaining) == (700, 5300)
-    assert tpm.resets_at == pytest.approx(r.at + 60.02, abs=1e-3)
+    assert tpm.resets_at == pytest.approx(r.at + window_us(Per.minute, 20, 0.2) / US, abs=1e-3)
     idle = next(s for s in snap if s.model == "big")
     assert (idle.used, idle.resets_at) == (0, None)
     day = next(s for s in snap if s.provider == "cloud" and s.per is Per.day)
@@ -424,7 +426,8 @@ def test_pitfall_4_ttl_outlives_refill(engine: QuotaEngine, r: redis.Redis, ns: 
         for key in ns_keys(r, ns):
             if r.type(key) == "zset":
                 per = Per(key.rsplit(":", 1)[1])
-                win = window_us(per, config.settings.quota.timing_margin_ms)
+                win = window_us(per, config.settings.quota.timing_margin_ms,
+                                config.settings.quota.timing_margin_pct)
                 newest = max(int(s) for m, s in r.zrange(key, 0, -1, withscores=True)
                              if m[0].isdigit())
                 refill_ms = (newest + win - now_us) / 1000

@@ -46,6 +46,8 @@ def test_window_margin_is_capped_at_one_percent() -> None:
     assert window_us(Per.hour, 20) == 3_600_020_000
     assert window_us(Per.minute, 0) == 60_000_000
     assert window_us(Per.second, 0.5) == 1_000_500
+    assert window_us(Per.minute, 20, 0.2) == 60_140_000  # 20 ms + 0.2 % of 60 s
+    assert window_us(Per.second, 20, 0.2) == 1_010_000   # still capped at 1 %
 
 
 def test_rolling_ttl_outlives_window() -> None:

@@ -146,6 +146,8 @@ class Config:
             }
             for name, pc in sorted(self.providers.items())
         }
+        doc["(margins)"] = self.settings.quota.model_dump(  # they decide the windows too
+            include={"timing_margin_ms", "timing_margin_pct"})
         blob = json.dumps(doc, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -225,6 +225,8 @@ class RoutingSettings(Strict):
 
 class QuotaSettings(Strict):
     timing_margin_ms: Annotated[float, Field(ge=0)] = 20.0
+    timing_margin_pct: Annotated[float, Field(ge=0, le=1)] = 0.2
+    """Added to ``timing_margin_ms``, in per cent of the window (0.2 %: 120 ms a minute)."""
     """Added to every rolling window, capped at 1% of it, for send-time jitter."""
     chars_per_token: Annotated[float, Field(gt=0)] = 3.0
     message_overhead_tokens: Annotated[int, Field(ge=0)] = 8

@@ -13,8 +13,9 @@ against 6,000 tokens/minute leaves 75% of the quota usable). A log of reservatio
 weighted by its cost, is exact for half-open windows and lets 100% of the limit be used;
 its memory grows with the reservations per window, not with units (a 40M tokens/minute
 limit costs one entry per call, not 40M). Rolling windows are stretched by the timing
-margin (``settings.quota.timing_margin_ms``, at most 1% of the window) so requests spaced
-by the window at reservation still arrive a window apart after send-time jitter.
+margin (``settings.quota.timing_margin_ms`` + ``timing_margin_pct``, at most 1% of the
+window) so requests spaced by the window at reservation still arrive a window apart after
+send-time jitter.
 
 Calendar limits (day, month) are integer counters per period in the provider's time zone;
 Python computes the period and its bounds, the script checks that the *server* time lies
@@ -193,6 +194,7 @@ class QuotaEngine:
         self.namespace = namespace
         self.simulated = simulated
         self.margin_ms = config.settings.quota.timing_margin_ms
+        self.margin_pct = config.settings.quota.timing_margin_pct
         self._plans: dict[str, _Plan] = {}
         self._periods: dict[tuple[str, Per], Period] = {}
         self._skew = 0.0  # server clock minus ours, learned from stale-period replies
@@ -208,7 +210,8 @@ class QuotaEngine:
         if plan is None:
             prefix = key_prefix(self.namespace, self.simulated, target.provider)
             specs = limit_specs(prefix, target.provider, target.model.id, target.limits())
-            wins = [window_us(s.limit.per, self.margin_ms) if s.rolling else 0 for s in specs]
+            wins = [window_us(s.limit.per, self.margin_ms, self.margin_pct) if s.rolling else 0
+                    for s in specs]
             plan = _Plan(
                 provider=target.provider,
                 prefix=prefix,
@@ -420,7 +423,7 @@ class QuotaEngine:
         per = Per(per)
         now = self._server_time()
         if per.rolling:
-            seconds = window_us(per, self.margin_ms) / US
+            seconds = window_us(per, self.margin_ms, self.margin_pct) / US
         else:
             seconds = calendar_period(per, target.provider_config.timezone, now).end - now
         self.cooldown(target, seconds, scope, reason or f"{per.value} quota spent")
@@ -453,7 +456,7 @@ class QuotaEngine:
         scale = charge_scale(lim.unit)
         left = max(0, min(round(remaining * scale), spec.cap))  # in charged units
         if spec.rolling:
-            win = window_us(lim.per, self.margin_ms)
+            win = window_us(lim.per, self.margin_ms, self.margin_pct)
             reset_us = win if reset_s is None else int(max(0.0, reset_s) * US)
             reply = self._eval("observe", [spec.base], [
                 "z", spec.cap, left, win, reset_us, rolling_ttl_ms(win),

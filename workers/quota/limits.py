@@ -51,13 +51,15 @@ def fingerprint_key(namespace: str) -> str:
     return f"{namespace}:q:limits"
 
 
-def window_us(per: Per, margin_ms: float) -> int:
-    """Rolling window plus the timing margin, capped at 1% of the window, in microseconds.
+def window_us(per: Per, margin_ms: float, margin_pct: float = 0.0) -> int:
+    """Rolling window plus the timing margin (``margin_ms`` + ``margin_pct`` % of the
+    window), capped at 1% of the window, in microseconds.
 
     The margin absorbs send-time jitter: requests spaced by ``T + margin`` at reservation
-    still arrive at least ``T`` apart upstream when the send delay varies by < margin."""
+    still arrive at least ``T`` apart upstream when the send delay varies by < margin. The
+    proportional part buys longer windows a wider margin at the same relative cost."""
     t_us = per.seconds * US
-    return t_us + int(min(margin_ms * 1000, t_us / 100))
+    return t_us + int(min(margin_ms * 1000 + t_us * margin_pct / 100, t_us / 100))
 
 
 def rolling_ttl_ms(win_us: int) -> int:
