@@ -93,7 +93,6 @@ class JobStore:
         self.retention_s = int(retention_s)
         self._finish = r.register_script((_LUA / "finish.lua").read_text())
         self._park = r.register_script((_LUA / "park.lua").read_text())
-        self._take = r.register_script((_LUA / "dispatch.lua").read_text())
         self._constants: dict[str, tuple[bool, float]] = {}
 
     # -- keys ---------------------------------------------------------------
@@ -277,11 +276,6 @@ class JobStore:
     # -- transitions ----------------------------------------------------------------
     def mark(self, jid: str, **fields: Any) -> None:
         self.r.hset(self.job_key(jid), mapping=fields)
-
-    def take(self, jid: str, target: str, wait_key: str) -> bool:
-        """Hand a waiting job to ``target``; False when another router took it first."""
-        keys = [wait_key, self.queued_key(target), self.job_key(jid)]
-        return bool(self._take(keys=keys, args=[jid, target, time.time()]))
 
     def release(self, jid: str, target: str, sigs: list[str]) -> None:
         """A call task is over: its target has room again; wake the sets it may serve."""

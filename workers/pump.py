@@ -57,13 +57,20 @@ class Pumper:
         self.publish = publish
         self._status: dict[str, tuple[float, bool]] = {}
 
-    def pump(self, sig: str, tag: str, targets: list[str], max_jobs: int = 500) -> float:
-        """Dispatch as many head jobs as targets can start soon; return the next check delay.
+    def _lock(self, sig: str) -> bool:
+        return bool(self.rt.r.set(f"{self.rt.namespace}:lock:w:{sig}", "1", nx=True, px=10_000))
 
-        Lock-free: several routers may pump one set at once; :meth:`JobStore.take` lets
-        exactly one of them hand out each job.
-        """
-        return self._pump(sig, tag, targets, max_jobs)
+    def _unlock(self, sig: str) -> None:
+        self.rt.r.delete(f"{self.rt.namespace}:lock:w:{sig}")
+
+    def pump(self, sig: str, tag: str, targets: list[str], max_jobs: int = 500) -> float:
+        """Dispatch as many head jobs as targets can start soon; return the next check delay."""
+        if not self._lock(sig):
+            return 0.2
+        try:
+            return self._pump(sig, tag, targets, max_jobs)
+        finally:
+            self._unlock(sig)
 
     def _pump(self, sig: str, tag: str, targets: list[str], max_jobs: int) -> float:
         store, cfg, r = self.rt.store, self.rt.config, self.rt.r
@@ -180,10 +187,15 @@ class Pumper:
         return delay
 
     def _dispatch(self, job, target: str, wait_key: str) -> None:
-        """Take the job out of its waiting set for ``target``, then publish its call task.
+        """Mark the job as handed to ``target`` and publish its call task.
 
         A crash between the two leaves the job in the target's queued set with no message:
         the job store's sweep puts it back after the stale delay; nothing is lost.
         """
-        if self.rt.store.take(job.id, target, wait_key):
-            self.publish(job, target)
+        store = self.rt.store
+        pipe = self.rt.r.pipeline(transaction=False)
+        pipe.zadd(store.queued_key(target), {job.id: time.time()})
+        pipe.hset(store.job_key(job.id), mapping={"state": "dispatched", "target": target})
+        pipe.zrem(wait_key, job.id)
+        pipe.execute()
+        self.publish(job, target)
