@@ -33,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
+    RemoteSimulator,
     Workers,
     cpu_seconds,
     flush_bench_db,
@@ -110,6 +111,9 @@ def backlog_lines(routes: dict[str, list[str]], per_tag: int) -> list[str]:
     return lines
 
 
+SIM_PROCESS = True
+
+
 def measure(cfg_dir: Path, per_tag: int, warmup: float, window: float,
             latency: tuple[float, float], start_workers, label: str) -> dict[str, Any]:
     """Run a backlog through workers started by ``start_workers(w)``; measure the window."""
@@ -119,7 +123,8 @@ def measure(cfg_dir: Path, per_tag: int, warmup: float, window: float,
 
     flush_bench_db()
     cfg = load_config(cfg_dir, simulate=True)
-    sim, _ = start_simulator(cfg_dir, latency)
+    sim = RemoteSimulator(cfg_dir, latency) if SIM_PROCESS else start_simulator(cfg_dir,
+                                                                                 latency)[0]
     ns = new_namespace(label)
     use_namespace(ns, cfg_dir, sim.url)
     from workers.runtime import get_runtime
@@ -192,7 +197,12 @@ def main() -> dict[str, Any]:
     ap.add_argument("--per-tag", type=int, default=0, help="jobs per tag (default: enough)")
     ap.add_argument("--min-latency", type=float, default=0.2)
     ap.add_argument("--max-latency", type=float, default=2.0)
+    ap.add_argument("--sim-in-process", action="store_true",
+                    help="run the simulator inside this process (its arrival clock then "
+                         "shares a GIL with the harness)")
     opts = ap.parse_args()
+    global SIM_PROCESS
+    SIM_PROCESS = not opts.sim_in_process
     cat = scaled_catalog(opts.scale, opts.calendar_scale, opts.max_latency)
     # every tag could be served at up to the whole allowed rate: size each backlog for it
     per_tag = opts.per_tag or int(8.5 * opts.scale * (opts.warmup + opts.window + 10))

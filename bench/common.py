@@ -138,6 +138,58 @@ def start_simulator(config_dir: Path, latency: tuple[float, float], log: bool = 
     return sim, arrivals
 
 
+class RemoteSimulator:
+    """``dispatch simulate`` in its own process: its arrival clock does not share a GIL with
+    the benchmark (a real upstream is another machine). Same ``url``/``stats()``/``stop()``
+    as :class:`workers.simulator.Simulator`; ``ledger.stats()`` is the per-limit part."""
+
+    def __init__(self, config_dir: Path, latency: tuple[float, float]):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        lo, hi = (int(x * 1000) for x in latency)
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = open(LOG_DIR / "simulator.log", "wb")  # noqa: SIM115 - the process owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dispatcher.cli", "simulate", "--config", str(config_dir),
+             "--port", str(port), "--latency-ms", f"{lo}-{hi}"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        import httpx
+
+        for _ in range(200):
+            try:
+                httpx.get(f"{self.url}/_sim/stats", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.ledger = _RemoteLedger(self)
+
+    def stats(self) -> dict[str, Any]:
+        import httpx
+
+        return httpx.get(f"{self.url}/_sim/stats", timeout=30).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class _RemoteLedger:
+    """The per-limit counters (``Simulator.ledger.stats()``) of a remote simulator."""
+
+    def __init__(self, sim: RemoteSimulator):
+        self.sim = sim
+
+    def stats(self) -> list[dict[str, Any]]:
+        return self.sim.stats()["limits"]
+
+
 # -- workers --------------------------------------------------------------------------
 
 class Workers:
