@@ -31,10 +31,10 @@ from bench.bench_utilization import allowed_in_window, measure  # noqa: E402
 from bench.common import (  # noqa: E402
     BENCH_REDIS_URL,
     ROOT,
+    RemoteSimulator,
     flush_bench_db,
     midday_timezone,
     result_json,
-    start_simulator,
     write_config_dir,
 )
 
@@ -61,7 +61,7 @@ def run_litellm(cfg_dir: Path, rpm: int, processes: int, warmup: float, window: 
 
     flush_bench_db()
     cfg = load_config(cfg_dir, simulate=True)
-    sim, _ = start_simulator(cfg_dir, LATENCY)
+    sim = RemoteSimulator(cfg_dir, LATENCY)  # same as ours: its own process
     deps = json.dumps([{"provider": "alpha", "model": "a1", "rpm": rpm},
                        {"provider": "beta", "model": "b1", "rpm": rpm}])
     argv = [python, str(ROOT / "bench" / "litellm_client.py"), sim.url,
