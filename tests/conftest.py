@@ -3,3 +3,24 @@
 import os
 
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/3")
+
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+def shipped_key_envs() -> set[str]:
+    """The key variables the shipped catalog names."""
+    doc = yaml.safe_load((SHIPPED_CONFIG / "providers.yaml").read_text())
+    return {p["api_key_env"] for p in doc["providers"].values()}
+
+
+@pytest.fixture
+def no_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No provider key and no ${VAR} of the shipped catalog set (a fresh machine)."""
+    for name in shipped_key_envs() | {"CLOUDFLARE_ACCOUNT_ID", "DISPATCH_CONFIG"}:
+        monkeypatch.delenv(name, raising=False)

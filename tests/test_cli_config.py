@@ -17,15 +17,7 @@ FAKE_GROQ_KEY = "gsk_" + "A1b2" * 10  # built at runtime: no key-shaped literal 
 WIDE = {"COLUMNS": "250"}  # rich wraps table cells at the terminal width
 
 
-def _key_envs() -> set[str]:
-    doc = yaml.safe_load((SHIPPED / "providers.yaml").read_text())
-    return {p["api_key_env"] for p in doc["providers"].values()}
-
-
-@pytest.fixture(autouse=True)
-def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _key_envs() | {"CLOUDFLARE_ACCOUNT_ID", "DISPATCH_CONFIG"}:
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_provider_keys")
 
 
 @pytest.fixture

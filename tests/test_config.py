@@ -21,16 +21,7 @@ FAKE_NVIDIA_KEY = "nvapi-" + "Z9y8" * 10
 FAKE_OPENROUTER_KEY = "sk-or-v1-" + "c3D4" * 12
 
 
-def _key_envs() -> set[str]:
-    doc = yaml.safe_load((SHIPPED / "providers.yaml").read_text())
-    return {p["api_key_env"] for p in doc["providers"].values()}
-
-
-@pytest.fixture(autouse=True)
-def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test starts with no provider key and no ${VAR} of the shipped catalog set."""
-    for name in _key_envs() | {"CLOUDFLARE_ACCOUNT_ID", "DISPATCH_CONFIG"}:
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_provider_keys")
 
 
 @pytest.fixture

@@ -354,13 +354,6 @@ class JobStore:
                         parked += self.park(job)
         return parked
 
-    def wake(self, *sigs: str) -> None:
-        if sigs:
-            pipe = self.r.pipeline(transaction=False)
-            pipe.rpush(self.wake_key, *sigs)
-            pipe.ltrim(self.wake_key, -1000, -1)
-            pipe.execute()
-
     def waitsets(self) -> dict[str, tuple[str, list[str]]]:
         return {
             sig: (d["tag"], d["targets"])
