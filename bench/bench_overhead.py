@@ -3,9 +3,10 @@ raw Celery no-op tasks on the same Redis, same pool, same threads, same processe
 
     python bench/bench_overhead.py [--jobs 4000] [--noops 12000] [--threads 8]
 
-Ours: one provider without limits, the simulator answering at once (latency 0); a router
-process (``dispatch worker``) and a provider process (``dispatch worker --provider
-instant``), ``-P threads -c N`` each. Baseline: two ``celery -A bench.noop_app worker
+Ours: one provider without limits (its ``concurrency`` = the 2 x N threads), the simulator
+answering at once (latency 0); two ``dispatch worker --all -P threads -c N`` processes that
+route and call, as the baseline's two (``--layout split``: a router process and a provider
+process instead). Baseline: two ``celery -A bench.noop_app worker
 -P threads -c N`` processes with the project's Celery settings, a task that only INCRs a
 counter. In both, the whole backlog is queued first, then the workers start; the rate is
 measured between 10% and 90% of completions (excludes start-up and the tail).
@@ -40,7 +41,7 @@ def instant_config(directory: Path, threads: int) -> Path:
     return write_config_dir(directory, {
         "providers": {"providers": {"instant": {
             "base_url": "https://instant.invalid/v1", "api_key_env": "BENCH_UNUSED_KEY",
-            "dialect": "openai", "concurrency": threads, "timeout_s": 10, "max_retries": 1,
+            "dialect": "openai", "concurrency": 2 * threads, "timeout_s": 10, "max_retries": 1,
             "limits": [],
             "models": [{"id": "m", "context_window": 8192, "max_output_tokens": 1024}]}}},
         "routes": {"routes": {"fast": ["instant/m"]}},
@@ -74,7 +75,7 @@ def follow(count, total: int, timeout: float) -> list[tuple[float, int]]:
     return samples
 
 
-def run_ours(jobs: int, threads: int, tmp: Path) -> dict:
+def run_ours(jobs: int, threads: int, tmp: Path, layout: str = "all") -> dict:
     from dispatcher.batches import submit
     from dispatcher.batchfile import parse_batch
     from dispatcher.config import load_config
@@ -93,8 +94,12 @@ def run_ours(jobs: int, threads: int, tmp: Path) -> dict:
     batch = submit(specs, simulated=True, deadline_s=3600)
     try:
         with Workers(cfg_dir, ns, sim.url, tag="overhead") as w:
-            w.start("router", "-c", str(threads))
-            w.start("caller", "--provider", "instant", "-c", str(threads))
+            if layout == "all":  # two processes that route and call, like the baseline's two
+                for i in range(2):
+                    w.start(f"all{i}", "--all", "-c", str(threads))
+            else:  # a router process and a caller process
+                w.start("router", "-c", str(threads))
+                w.start("caller", "--provider", "instant", "-c", str(threads))
             spies = profile_workers(w, PROFILE_DIR, "ours")
             t0 = time.monotonic()
             samples = follow(lambda: (rt.store.batch(batch) or {}).get("completed", 0),
@@ -122,7 +127,7 @@ def profile_workers(w: Workers, directory: Path | None, label: str) -> list:
         return []
     directory.mkdir(parents=True, exist_ok=True)
     return [subprocess.Popen(["py-spy", "record", "-p", str(pid), "-r", "200", "--nonblocking",
-                              "-f", "raw", "-o", str(directory / f"{label}-{name}.txt")],
+                              "--gil", "-f", "raw", "-o", str(directory / f"{label}-{name}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, pid in zip([n for n, _ in w.procs], w.pids(), strict=True)]
 
@@ -170,13 +175,16 @@ def main() -> dict:
     ap.add_argument("--jobs", type=int, default=4000)
     ap.add_argument("--noops", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--layout", choices=["all", "split"], default="all",
+                    help="all: two `dispatch worker --all` processes (as the baseline's two); "
+                    "split: a router process and a caller process")
     ap.add_argument("--profile", type=Path, default=None,
                     help="write py-spy collapsed stacks of our workers here")
     opts = ap.parse_args()
     global PROFILE_DIR
     PROFILE_DIR = opts.profile
     with tempfile.TemporaryDirectory() as tmp:
-        ours = run_ours(opts.jobs, opts.threads, Path(tmp))
+        ours = run_ours(opts.jobs, opts.threads, Path(tmp), opts.layout)
         base = run_celery(opts.noops, opts.threads)
     ratio = ours["rate"] / base["rate"]
     print(f"pipeline: {ours['rate']:,.0f} jobs/s ({ours['jobs']} jobs, workers used "

@@ -78,29 +78,84 @@ def _error_body(body: Any) -> Any:
     return body if isinstance(body, dict) else {"error": {"message": str(body)[:2000]}}
 
 
+def shutting_down() -> bool:
+    """Whether this worker was asked to stop (then a call task starts no further job)."""
+    from celery.worker import state
+
+    return any(flag is not None and flag is not False
+               for flag in (state.should_stop, state.should_terminate))
+
+
+#: Outcomes after which a call task may go on with its target's backlog.
+CHAINABLE = frozenset({"completed", "cancelled", "expired"})
+
+
 class Caller:
-    """Runs one ``dispatch.call`` task against the shared :class:`~workers.runtime.Runtime`."""
+    """Runs one ``dispatch.call`` task against the shared :class:`~workers.runtime.Runtime`.
+
+    After its job completes, the task goes on with the next job its target is the first
+    choice for (``routing.chain_max_jobs`` / ``chain_max_s``), in the same concurrency slot:
+    under a backlog, most jobs then cost no routing hop and no Celery message of their own.
+    """
 
     def __init__(self, runtime):
         self.rt = runtime
-        self._released = False
+        self._holding: str | None = None
+        """The job whose slot on the target this task holds (``None``: given back)."""
+        self._next: tuple[Any, str | None] = (None, None)
+        self._served = 0
+        self._started = time.monotonic()
 
     def run(self, job_id: str, target_key: str) -> dict[str, Any]:
-        rt, store = self.rt, self.rt.store
+        """Serve the job, then the target's backlog; returns the first job's outcome."""
+        store = self.rt.store
+        self._holding, self._started = job_id, time.monotonic()
+        first: dict[str, Any] | None = None
         try:
             job, batch_status = store.load_with_batch_status(job_id)
-            if job is None or job.ended:
-                return {"job": job_id, "status": "already ended" if job else "unknown"}
-            if batch_status == "cancelled":
-                store.finish(job, "cancelled", {"error": {"code": "cancelled",
-                             "message": "the batch was cancelled"}})
-                return {"job": job_id, "status": "cancelled"}
-            return self._run(job, target_key)
+            claimed = False
+            while True:
+                self._served += 1
+                out = self._serve(job_id, job, batch_status, target_key, claimed)
+                first = first or out
+                if (self._next[0] is None and self._holding and out["status"] in CHAINABLE
+                        and self._may_chain()):
+                    self._next = store.next_job(self._holding, target_key,
+                                                self.rt.sigs_first(target_key),
+                                                self.rt.sigs_with(target_key))
+                    self._holding = self._next[0].id if self._next[0] else None
+                job, batch_status = self._next
+                self._next = (None, None)
+                if job is None:
+                    break
+                job_id, claimed = job.id, True
         finally:
-            if not self._released:
-                store.release(job_id, target_key, rt.sigs_with(target_key))
+            if self._holding:
+                store.release(self._holding, target_key, self.rt.sigs_with(target_key))
+        return {**first, "served": self._served} if self._served > 1 else first
 
-    def _run(self, job, target_key: str) -> dict[str, Any]:
+    def _may_chain(self) -> bool:
+        routing = self.rt.config.settings.routing
+        return (self._served < routing.chain_max_jobs
+                and time.monotonic() - self._started < routing.chain_max_s
+                and not shutting_down())
+
+    def _serve(self, job_id: str, job, batch_status: str | None, target_key: str,
+               claimed: bool) -> dict[str, Any]:
+        if job is None or job.ended:
+            return {"job": job_id, "status": "already ended" if job else "unknown"}
+        ending = None
+        if batch_status == "cancelled":
+            ending = ("cancelled", "the batch was cancelled")
+        elif job.deadline and time.time() > job.deadline:
+            ending = ("expired", "the batch deadline passed before a target took it")
+        if ending:
+            self.rt.store.finish(job, ending[0], {"error": {"code": ending[0],
+                                                            "message": ending[1]}})
+            return {"job": job.id, "status": ending[0]}
+        return self._run(job, target_key, claimed)
+
+    def _run(self, job, target_key: str, claimed: bool = False) -> dict[str, Any]:
         rt, store, cfg = self.rt, self.rt.store, self.rt.config
         target = cfg.target(target_key)
         quota = rt.quota(job.simulated)
@@ -110,7 +165,8 @@ class Caller:
         horizon = cfg.settings.routing.horizon_s
         retries_here = 0
         last: Any = None
-        store.claim(job, target_key)
+        if not claimed:
+            store.claim(job, target_key)
         while True:
             if ready.base_url is None or ready.api_key is None:
                 return self._requeue(job, (target_key,), last, "target unavailable")
@@ -182,9 +238,11 @@ class Caller:
             "dispatch": {**self._dispatch_block(job, target_key, latency),
                          "usage": outcome.usage},
         }
-        self.rt.store.finish(job, "completed", result, target_key.split("/", 1)[0],
-                             release=(target_key, self.rt.sigs_with(target_key)))
-        self._released = True
+        self._next = self.rt.store.finish_and_next(
+            job, result, target_key.split("/", 1)[0], target_key,
+            self.rt.sigs_first(target_key), self.rt.sigs_with(target_key),
+            take=self._may_chain())
+        self._holding = self._next[0].id if self._next[0] else None
         return {"job": job.id, "status": "completed", "target": target_key}
 
     def _fail_with(self, job, outcome: Any, latency: float | None, target_key: str) -> dict:

@@ -93,6 +93,8 @@ class JobStore:
         self.retention_s = int(retention_s)
         self._finish = r.register_script((_LUA / "finish.lua").read_text())
         self._park = r.register_script((_LUA / "park.lua").read_text())
+        self._handout = r.register_script((_LUA / "handout.lua").read_text())
+        self._next = r.register_script((_LUA / "next.lua").read_text())
         self._constants: dict[str, tuple[bool, float]] = {}
 
     # -- keys ---------------------------------------------------------------
@@ -312,6 +314,48 @@ class JobStore:
         if release:
             self._release(pipe, job.id, *release)
         return int(pipe.execute()[0]) == 1
+
+    def finish_and_next(self, job: Job, result: dict[str, Any], provider: str, target: str,
+                        first_sigs: list[str], wake_sigs: list[str],
+                        take: bool) -> tuple[Job | None, str | None]:
+        """Complete ``job`` and, with ``take``, go on with ``target``'s backlog in one trip.
+
+        Returns the next job (already running on ``target``, its slot carried over) and its
+        batch's status, or ``(None, None)``: then the slot was given back and the sets
+        ``target`` may serve were woken, as :meth:`release` does.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        self._finish(client=pipe, keys=[self.job_key(job.id), self.batch_key(job.batch)],
+                     args=["completed", json.dumps(result, separators=(",", ":")), provider,
+                           self.retention_s, self.done_key(job.batch), job.attempts])
+        self._next_call(pipe, job.id, target, first_sigs, wake_sigs, take)
+        return self._taken(pipe.execute()[1])
+
+    def next_job(self, prev: str, target: str, first_sigs: list[str], wake_sigs: list[str],
+                 take: bool = True) -> tuple[Job | None, str | None]:
+        """Like :meth:`finish_and_next` for a job that was already ended."""
+        pipe = self.r.pipeline(transaction=False)
+        self._next_call(pipe, prev, target, first_sigs, wake_sigs, take)
+        return self._taken(pipe.execute()[0])
+
+    def _next_call(self, pipe: Any, prev: str, target: str, first_sigs: list[str],
+                   wake_sigs: list[str], take: bool) -> None:
+        self._next(client=pipe,
+                   keys=[self.calling_key(target), self.queued_key(target), self.wake_key,
+                         *(self.wait_key(s) for s in first_sigs)],
+                   args=[prev, target, self.ns, "1" if take and first_sigs else "0",
+                         *wake_sigs])
+
+    def _taken(self, reply: list[str]) -> tuple[Job | None, str | None]:
+        if not reply:
+            return None, None
+        jid, status, *flat = reply
+        return self._job(jid, dict(zip(flat[::2], flat[1::2], strict=True))), status or None
+
+    def handout(self, job: Job, target: str, wait_key: str) -> bool:
+        """Move a waiting job to ``target``'s queued set; False if another taker had it."""
+        return bool(self._handout(keys=[wait_key, self.queued_key(target), self.job_key(job.id)],
+                                  args=[job.id, target]))
 
     def park(self, job: Job) -> bool:
         """Put a job back among those waiting for its remaining targets (keeps its place)."""

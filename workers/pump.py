@@ -187,15 +187,12 @@ class Pumper:
         return delay
 
     def _dispatch(self, job, target: str, wait_key: str) -> None:
-        """Mark the job as handed to ``target`` and publish its call task.
+        """Hand the job to ``target`` and publish its call task.
 
-        A crash between the two leaves the job in the target's queued set with no message:
+        The hand-out is atomic: a call task going on with its target's backlog may have
+        taken this head meanwhile, and then nothing is published. A crash between the
+        hand-out and the publish leaves the job in the target's queued set with no message:
         the job store's sweep puts it back after the stale delay; nothing is lost.
         """
-        store = self.rt.store
-        pipe = self.rt.r.pipeline(transaction=False)
-        pipe.zadd(store.queued_key(target), {job.id: time.time()})
-        pipe.hset(store.job_key(job.id), mapping={"state": "dispatched", "target": target})
-        pipe.zrem(wait_key, job.id)
-        pipe.execute()
-        self.publish(job, target)
+        if self.rt.store.handout(job, target, wait_key):
+            self.publish(job, target)

@@ -52,13 +52,21 @@ class Runtime:
     def clients(self) -> ClientPool:
         return ClientPool(self.config.providers)
 
-    def sigs_with(self, target: str) -> list[str]:
-        """The waiting sets ``target`` may serve (cached briefly: sets are rarely created)."""
+    def _sets(self) -> dict[str, tuple[str, list[str]]]:
+        """The waiting sets, cached briefly: sets are rarely created."""
         at, sets = self._waitsets
         if time.monotonic() - at > 2.0:
             sets = self.store.waitsets()
             self._waitsets = (time.monotonic(), sets)
-        return [sig for sig, (_, targets) in sets.items() if target in targets]
+        return sets
+
+    def sigs_with(self, target: str) -> list[str]:
+        """The waiting sets ``target`` may serve."""
+        return [sig for sig, (_, targets) in self._sets().items() if target in targets]
+
+    def sigs_first(self, target: str) -> list[str]:
+        """The waiting sets whose jobs prefer ``target`` above every other target."""
+        return [sig for sig, (_, targets) in self._sets().items() if targets[:1] == [target]]
 
     def simulator_url(self) -> str | None:
         """Where simulated jobs are sent: ``DISPATCH_SIMULATOR_URL`` or the one in Redis."""

@@ -221,6 +221,12 @@ class RoutingSettings(Strict):
     """A preferred target that frees up within this delay wins over a less preferred one."""
     horizon_s: Annotated[float, Field(gt=0)] = 2.0
     """Jobs are handed to a provider queue only when they can start within this horizon."""
+    chain_max_jobs: Annotated[int, Field(ge=1)] = 100
+    """A call task that completed its job goes on with its target's backlog (jobs for which
+    the target is the first choice) for at most this many jobs; 1 turns it off."""
+    chain_max_s: Annotated[float, Field(gt=0)] = 30.0
+    """... and starts no further job after this many seconds (well under the visibility
+    timeout, and short enough for a prompt warm shutdown)."""
 
 
 class QuotaSettings(Strict):

@@ -1,0 +1,112 @@
+"""A call task goes on with its target's backlog: atomic hand-over in the job store (real
+Redis), and end to end through real Celery workers and the real simulator."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import redis
+
+from tests.cluster import TEST_REDIS_URL, Cluster, job_line, model, provider, write_config
+from workers.jobstore import JobStore, waitset_sig
+
+
+class Spec:
+    def __init__(self, custom_id: str, tag: str, targets: list[str]):
+        self.custom_id, self.tag, self.targets = custom_id, tag, targets
+        self.body = {"messages": [{"role": "user", "content": custom_id}]}
+
+
+@pytest.fixture
+def store():
+    r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    ns = "tc" + uuid.uuid4().hex[:8]
+    yield JobStore(r, ns)
+    for key in r.scan_iter(f"{ns}*", count=1000):
+        r.delete(key)
+
+
+def test_next_job_takes_the_fairest_head_of_first_choice_sets_only(store):
+    # two batches on the set that prefers A, one on a set where A is only the fallback
+    first, _ = store.create_batch([Spec("f0", "fast", ["A", "B"]), Spec("f1", "fast", ["A", "B"])],
+                                  simulated=True, deadline_s=60)
+    second, _ = store.create_batch([Spec("s0", "fast", ["A", "B"])], simulated=True, deadline_s=60)
+    store.create_batch([Spec("o0", "bulk", ["B", "A"])], simulated=True, deadline_s=60)
+    prefer_a = [waitset_sig("fast", ["A", "B"])]
+    store.r.zadd(store.calling_key("A"), {"prev:0": 1})
+
+    taken = []
+    for _ in range(4):
+        job, status = store.next_job("prev:0" if not taken else taken[-1], "A", prefer_a,
+                                     ["wake-me"])
+        if job is None:
+            break
+        assert status == "in_progress" and job.state == "running"
+        assert store.r.hget(store.job_key(job.id), "target") == "A"
+        # the slot is carried over: exactly one job of A is in a call at any time
+        assert store.r.zrange(store.calling_key("A"), 0, -1) == [job.id]
+        taken.append(job.id)
+    # fair order: the k-th job of every batch before the (k+1)-th of any; "o0" is never taken
+    assert [store.load(j).custom_id for j in taken] == ["f0", "s0", "f1"]
+    # nothing left: the slot is given back and the sets A may serve are woken
+    assert store.r.zcard(store.calling_key("A")) == 0
+    assert store.r.lrange(store.wake_key, 0, -1)[-1] == "wake-me"
+    assert store.r.zcard(store.wait_key(waitset_sig("bulk", ["B", "A"]))) == 1
+
+
+def test_a_job_taken_by_a_call_task_is_never_handed_out_again(store):
+    batch, (sig,) = store.create_batch([Spec("j0", "fast", ["A"])], simulated=True,
+                                       deadline_s=60)
+    job = store.load(f"{batch}:0")
+    taken, _ = store.next_job("prev:0", "A", [sig], [])
+    assert taken is not None and taken.id == job.id
+    # the pump read the same head a moment before: its hand-out must now fail
+    assert store.handout(job, "A", store.wait_key(sig)) is False
+    assert store.r.zcard(store.queued_key("A")) == 0
+    assert store.r.hget(store.job_key(job.id), "state") == "running"
+
+
+def test_handout_moves_a_waiting_job_once(store):
+    batch, (sig,) = store.create_batch([Spec("j0", "fast", ["A"])], simulated=True,
+                                       deadline_s=60)
+    job = store.load(f"{batch}:0")
+    assert store.handout(job, "A", store.wait_key(sig)) is True
+    assert store.handout(job, "A", store.wait_key(sig)) is False
+    assert store.r.zrange(store.queued_key("A"), 0, -1) == [job.id]
+    assert store.r.hget(store.job_key(job.id), "state") == "dispatched"
+
+
+def call_task_results(r: redis.Redis, batch: str) -> list[dict]:
+    """The Celery results of this batch's ``dispatch.call`` tasks (from the result store)."""
+    out = []
+    for key in r.scan_iter("celery-task-meta-*", count=1000):
+        meta = json.loads(r.get(key) or "{}")
+        result = meta.get("result")
+        if isinstance(result, dict) and str(result.get("job", "")).startswith(batch + ":") \
+                and "target" in result:
+            out.append(result)
+    return out
+
+
+@pytest.mark.parametrize("chain_max_jobs", [100, 1])
+def test_backlog_is_served_by_chained_call_tasks_exactly_once(tmp_path, chain_max_jobs):
+    cfg = write_config(tmp_path / "config", {"alpha": provider(model("a1"), concurrency=2)},
+                       {"fast": ["alpha/a1"]},
+                       {"routing": {"preference_delay_s": 2.0, "horizon_s": 1.0,
+                                    "chain_max_jobs": chain_max_jobs}})
+    with Cluster(cfg, tmp_path) as c:
+        c.start_worker("--all")
+        batch = c.submit([job_line(f"j{i}", "fast") for i in range(40)])
+        results = c.wait(batch, timeout=90)
+        assert [r["custom_id"] for r in results] == [f"j{i}" for i in range(40)]
+        assert all(r["response"]["status_code"] == 200 for r in results)
+        assert c.stats()["totals"]["ok"] == 40  # no job was called twice
+        tasks = call_task_results(c.r, batch)
+    served = [t.get("served", 1) for t in tasks]
+    assert sum(served) == 40
+    if chain_max_jobs == 1:
+        assert len(tasks) == 40 and max(served) == 1
+    else:  # two slots, a backlog: a handful of call tasks serve everything
+        assert len(tasks) <= 10 and max(served) > 1

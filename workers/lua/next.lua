@@ -1,0 +1,37 @@
+-- A call task ended a job on target T and, if allowed, goes on with T's backlog: it takes
+-- the fairest head of the waiting sets where T is the first choice, in the same slot.
+-- Atomic, so the pump and other call tasks never get the same job. When nothing is taken,
+-- the slot is given back and the waiting sets T may serve are woken (as a release does).
+-- KEYS[1] calling:T, KEYS[2] queued:T, KEYS[3] wake list, KEYS[4..] waiting zsets
+-- ARGV[1] the ended job's id, ARGV[2] T, ARGV[3] namespace, ARGV[4] "1" to take a job,
+-- ARGV[5..] the signatures to wake when nothing is taken
+-- Returns {job id, batch status, field, value, ...} of the taken job, or {} when none.
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[4] == '1' then
+  local best, best_key, best_score = nil, nil, nil
+  for i = 4, #KEYS do
+    local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
+      best, best_key, best_score = head[1], KEYS[i], tonumber(head[2])
+    end
+  end
+  if best then
+    redis.call('ZREM', best_key, best)
+    local batch, index = string.match(best, '^(.*):(%d+)$')
+    local job_key = ARGV[3] .. ':j:{' .. batch .. '}:' .. index
+    local now = redis.call('TIME')
+    redis.call('ZADD', KEYS[1], tonumber(now[1]) + tonumber(now[2]) / 1e6, best)
+    redis.call('HSET', job_key, 'state', 'running', 'target', ARGV[2])
+    redis.call('HINCRBY', job_key, 'tries', 1)
+    local out = {best, redis.call('HGET', ARGV[3] .. ':b:{' .. batch .. '}', 'status') or ''}
+    local fields = redis.call('HGETALL', job_key)
+    for j = 1, #fields do out[#out + 1] = fields[j] end
+    return out
+  end
+end
+if #ARGV >= 5 then
+  for i = 5, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+  redis.call('LTRIM', KEYS[3], -1000, -1)
+end
+return {}
