@@ -24,3 +24,11 @@ _r = redis.Redis.from_url(URL)
 @app.task(name="bench.noop")
 def noop() -> None:
     _r.incr(COUNTER)
+
+
+@app.task(name="bench.stamp", ignore_result=True)
+def stamp(sent_at: float) -> None:
+    """Celery's own hop, for bench_latency.py: seconds from before ``apply_async`` to here."""
+    import time
+
+    _r.rpush(COUNTER + ":hops", time.time() - sent_at)

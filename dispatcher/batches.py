@@ -20,7 +20,8 @@ def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: st
 
     The submitter hands the first jobs to idle targets itself (one hop less than asking a
     router first); the routers' pump tasks and release loop move the rest as capacity
-    returns.
+    returns. A set the submitter emptied needs no pump task (a job put back later wakes
+    the routers itself).
     """
     from workers.runtime import get_runtime
     from workers.tasks import kick, pumper
@@ -29,10 +30,13 @@ def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: st
     batch, sigs = rt.store.create_batch(specs, simulated=simulated, deadline_s=deadline_s,
                                         name=name)
     sets = rt.store.waitsets()
+    waiting = set()
     for sig in sigs:
         tag, targets = sets[sig]
         pumper().pump(sig, tag, targets, max_jobs=INLINE_DISPATCH)
-    kick(sigs, batch)
+        if rt.r.zcard(rt.store.wait_key(sig)):
+            waiting.add(sig)
+    kick(waiting, batch)  # only sets with jobs left: the rest are on their way already
     return batch
 
 

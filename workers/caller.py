@@ -112,11 +112,10 @@ class Caller:
         self._holding, self._started = job_id, time.monotonic()
         first: dict[str, Any] | None = None
         try:
-            job, batch_status = store.load_with_batch_status(job_id)
-            claimed = False
+            job, batch_status = store.start(job_id, target_key)
             while True:
                 self._served += 1
-                out = self._serve(job_id, job, batch_status, target_key, claimed)
+                out = self._serve(job_id, job, batch_status, target_key)
                 first = first or out
                 if (self._next[0] is None and self._holding and out["status"] in CHAINABLE
                         and self._may_chain()):
@@ -128,7 +127,7 @@ class Caller:
                 self._next = (None, None)
                 if job is None:
                     break
-                job_id, claimed = job.id, True
+                job_id = job.id
         finally:
             if self._holding:
                 store.release(self._holding, target_key, self.rt.sigs_with(target_key))
@@ -140,8 +139,8 @@ class Caller:
                 and time.monotonic() - self._started < routing.chain_max_s
                 and not shutting_down())
 
-    def _serve(self, job_id: str, job, batch_status: str | None, target_key: str,
-               claimed: bool) -> dict[str, Any]:
+    def _serve(self, job_id: str, job, batch_status: str | None,
+               target_key: str) -> dict[str, Any]:
         if job is None or job.ended:
             return {"job": job_id, "status": "already ended" if job else "unknown"}
         ending = None
@@ -153,9 +152,9 @@ class Caller:
             self.rt.store.finish(job, ending[0], {"error": {"code": ending[0],
                                                             "message": ending[1]}})
             return {"job": job.id, "status": ending[0]}
-        return self._run(job, target_key, claimed)
+        return self._run(job, target_key)
 
-    def _run(self, job, target_key: str, claimed: bool = False) -> dict[str, Any]:
+    def _run(self, job, target_key: str) -> dict[str, Any]:
         rt, store, cfg = self.rt, self.rt.store, self.rt.config
         target = cfg.target(target_key)
         quota = rt.quota(job.simulated)
@@ -165,8 +164,6 @@ class Caller:
         horizon = cfg.settings.routing.horizon_s
         retries_here = 0
         last: Any = None
-        if not claimed:
-            store.claim(job, target_key)
         while True:
             if ready.base_url is None or ready.api_key is None:
                 return self._requeue(job, (target_key,), last, "target unavailable")

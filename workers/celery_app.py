@@ -46,27 +46,40 @@ def visibility_timeout() -> int:
 def _survive_broker_restart() -> None:
     """Keep a worker alive when Redis restarts under it (kombu 5.7).
 
-    On a lost connection Celery closes the broken channel, whose QoS then tries to push
-    delivered-but-unacknowledged messages back to Redis through a connection that no longer
-    exists: ``AttributeError`` escapes Celery's ``ignore_errors`` and the worker dies with
-    "Unrecoverable error". Skipping that push is safe: the messages are still in Redis'
-    unacked hash and come back after the visibility timeout.
+    On a lost connection Celery closes the broken channel. Two things may then still touch
+    it: its QoS pushing delivered-but-unacknowledged messages back to Redis, and a late
+    acknowledgement (or rejection) of a task that ended meanwhile. Both go through a
+    connection that no longer exists: ``AttributeError`` escapes Celery's ``ignore_errors``
+    and the worker dies with "Unrecoverable error". Skipping them is safe: the messages are
+    still in Redis' unacked hash and come back after the visibility timeout, and a
+    redelivered job finds its true state in the job store.
     """
     from kombu.transport import redis as kombu_redis
 
-    original = kombu_redis.QoS.restore_unacked
-    if getattr(original, "_dispatch_patched", False):
+    qos = kombu_redis.QoS
+    if getattr(qos.restore_unacked, "_dispatch_patched", False):
         return
 
-    def restore_unacked(self, client=None):  # type: ignore[no-untyped-def]
-        try:
-            return original(self, client)
-        except AttributeError:
-            self._delivered.clear()
-            return None
+    def guarded(original, forget):  # type: ignore[no-untyped-def]
+        def method(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                return original(self, *args, **kwargs)
+            except AttributeError:
+                forget(self, *args)
+                return None
 
-    restore_unacked._dispatch_patched = True  # type: ignore[attr-defined]
-    kombu_redis.QoS.restore_unacked = restore_unacked
+        method._dispatch_patched = True  # type: ignore[attr-defined]
+        return method
+
+    def forget_all(self, *args):  # type: ignore[no-untyped-def]
+        self._delivered.clear()
+
+    def forget_one(self, delivery_tag, *args):  # type: ignore[no-untyped-def]
+        self._delivered.pop(delivery_tag, None)
+
+    qos.restore_unacked = guarded(qos.restore_unacked, forget_all)
+    qos.ack = guarded(qos.ack, forget_one)
+    qos.reject = guarded(qos.reject, forget_one)
 
 
 def make_app(url: str) -> Celery:

@@ -95,6 +95,7 @@ class JobStore:
         self._park = r.register_script((_LUA / "park.lua").read_text())
         self._handout = r.register_script((_LUA / "handout.lua").read_text())
         self._next = r.register_script((_LUA / "next.lua").read_text())
+        self._start = r.register_script((_LUA / "start.lua").read_text())
         self._constants: dict[str, tuple[bool, float]] = {}
 
     # -- keys ---------------------------------------------------------------
@@ -143,17 +144,19 @@ class JobStore:
         seq = int(self.r.incr(f"{self.ns}:batchseq"))
         now = time.time()
         deadline = now + deadline_s
+        self._remember(batch, "1" if simulated else "0", deadline)
         ttl = self.retention_s + int(deadline_s)
-        # The batch's constants first: a router may pick up its first jobs before the last
-        # chunk is written; ``total`` comes last, so the batch cannot look finished early.
-        self.r.hset(self.batch_key(batch), mapping={
+        # The batch's constants first (a pipeline keeps its order): a router may pick up its
+        # first jobs before the last chunk is written; ``total`` comes last, so the batch
+        # cannot look finished early.
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self.batch_key(batch), mapping={
             "completed": 0, "failed": 0, "status": "in_progress", "created": now,
             "deadline": deadline, "simulated": int(simulated), "name": name,
         })
         sigs: dict[str, tuple[str, list[str]]] = {}
         waiting: dict[str, dict[str, float]] = {}
         total = 0
-        pipe = self.r.pipeline(transaction=False)
         for i, spec in enumerate(jobs):
             targets = list(spec.targets)
             sig = waitset_sig(spec.tag, targets)
@@ -183,8 +186,8 @@ class JobStore:
             "total": total, "tags": json.dumps(sorted({t for t, _ in sigs.values()}))})
         pipe.expire(self.batch_key(batch), ttl)
         pipe.zadd(f"{self.ns}:batches", {batch: now})
-        pipe.execute()
-        completed, failed = self.r.hmget(self.batch_key(batch), "completed", "failed")
+        pipe.hmget(self.batch_key(batch), "completed", "failed")
+        completed, failed = pipe.execute()[-1]
         if int(completed or 0) + int(failed or 0) >= total:  # it all ended before ``total``
             self.r.hset(self.batch_key(batch), mapping={"status": "completed", "ended": now})
         return batch, set(sigs)
@@ -205,13 +208,15 @@ class JobStore:
             pipe.hgetall(self.job_key(jid))
         return [self._job(jid, h) for jid, h in zip(jids, pipe.execute(), strict=True)]
 
-    def load_with_batch_status(self, jid: str) -> tuple[Job | None, str | None]:
-        """The job and its batch's status, in one round trip."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(self.job_key(jid))
-        pipe.hget(self.batch_key(split_job_id(jid)[0]), "status")
-        h, status = pipe.execute()
-        return self._job(jid, h), status
+    def start(self, jid: str, target: str) -> tuple[Job | None, str | None]:
+        """A call task starts: the job (claimed for ``target`` unless it already ended)
+        and its batch's status, in one round trip."""
+        batch = split_job_id(jid)[0]
+        status, simulated, deadline, *flat = self._start(
+            keys=[self.job_key(jid), self.batch_key(batch), self.calling_key(target)],
+            args=[jid, target, self.ns])
+        self._remember(batch, simulated, deadline)
+        return self._job(jid, dict(zip(flat[::2], flat[1::2], strict=True))), status or None
 
     def _job(self, jid: str, h: dict[str, str]) -> Job | None:
         if not h:
@@ -241,11 +246,16 @@ class JobStore:
         known = self._constants.get(batch)
         if known is None:
             simulated, deadline = self.r.hmget(self.batch_key(batch), "simulated", "deadline")
-            known = (simulated == "1", float(deadline or 0))
-            if deadline is not None:
-                if len(self._constants) > 10_000:
-                    self._constants.clear()
-                self._constants[batch] = known
+            known = self._remember(batch, simulated, deadline)
+        return known
+
+    def _remember(self, batch: str, simulated: str | None,
+                  deadline: str | float | None) -> tuple[bool, float]:
+        known = (simulated in ("1", 1, True), float(deadline or 0))
+        if deadline:
+            if len(self._constants) > 10_000:
+                self._constants.clear()
+            self._constants[batch] = known
         return known
 
     def batch_status(self, batch: str) -> str | None:
@@ -368,16 +378,6 @@ class JobStore:
                 args=[job.id, sig, json.dumps(job.excluded), job.score],
             )
         )
-
-    def claim(self, job: Job, target: str) -> None:
-        """A call task starts: the job leaves any waiting set it was put back in meanwhile."""
-        pipe = self.r.pipeline(transaction=False)
-        if job.sig:
-            pipe.zrem(self.wait_key(job.sig), job.id)
-        pipe.hset(self.job_key(job.id), mapping={"state": "running", "target": target})
-        pipe.hincrby(self.job_key(job.id), "tries", 1)
-        pipe.zadd(self.calling_key(target), {job.id: time.time()})
-        pipe.execute()
 
     def sweep(self, targets: Iterable[str], older_than_s: float) -> int:
         """Put back jobs handed to a worker that never finished them (it died).

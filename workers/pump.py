@@ -82,7 +82,8 @@ class Pumper:
             free = sum(max(0, self._concurrency(t) - q - c) for t, (q, c) in busy.items())
             if free == 0:
                 return IDLE_RECHECK_S  # every target is at its concurrency: a release wakes us
-            heads = r.zrange(wait_key, 0, min(HEADS_PER_READ, free) - 1)
+            wanted = min(HEADS_PER_READ, free)
+            heads = r.zrange(wait_key, 0, wanted - 1)
             if not heads:
                 return IDLE_RECHECK_S
             for job_id, job in zip(heads, store.load_many(heads), strict=True):
@@ -109,6 +110,8 @@ class Pumper:
                 self._dispatch(job, targets[idx], wait_key)
                 queued, calling = busy[targets[idx]]
                 busy[targets[idx]] = (queued + 1, calling)
+            if len(heads) < wanted:  # the set was emptied: no need to read it again
+                return IDLE_RECHECK_S
         return 0.0
 
     def _cancelled(self, batch: str) -> bool:

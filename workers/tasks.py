@@ -2,7 +2,9 @@
 
 Arguments are ids only (job id, target, waiting-set signature); ``argsrepr`` shows the
 batch, custom_id, tag and target so Flower identifies jobs without ever showing a prompt.
-Task results are ids and status; completions live in the job store.
+Completions live in the job store; the tasks' own return values (ids and status) reach
+Flower through task events and the worker log, so nothing is written to Celery's result
+store and a publish needs no result subscription.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def pumper() -> Pumper:
 
 def kick(sigs: set[str] | list[str], batch: str = "") -> None:
     """Ask the routers to look at these waiting sets (one pump task per set)."""
+    if not sigs:
+        return
     rt = get_runtime()
     sets = rt.store.waitsets()
     for sig in sigs:
@@ -55,7 +59,7 @@ def kick(sigs: set[str] | list[str], batch: str = "") -> None:
         )
 
 
-@app.task(name="dispatch.pump", ignore_result=False)
+@app.task(name="dispatch.pump", ignore_result=True)
 def pump(sig: str) -> dict:
     """Route the jobs waiting for one list of targets to whichever can start them soonest."""
     rt = get_runtime()
@@ -66,7 +70,7 @@ def pump(sig: str) -> dict:
     return {"sig": sig, "tag": tag, "next_check_s": round(next_in, 3)}
 
 
-@app.task(name="dispatch.call", ignore_result=False)
+@app.task(name="dispatch.call", ignore_result=True)
 def call(job_id: str, target: str) -> dict:
     """Take quota for one job on one target, call it, and record what happened."""
     return Caller(get_runtime()).run(job_id, target)

@@ -1,0 +1,20 @@
+-- A call task starts: read the job and its batch's status and, unless the job already
+-- ended, claim it for target T (it leaves any waiting set it was put back in meanwhile).
+-- KEYS[1] job hash, KEYS[2] batch hash, KEYS[3] calling:T
+-- ARGV[1] job id, ARGV[2] T, ARGV[3] namespace
+-- Returns {batch status, simulated, deadline, field, value, ...} (no fields: unknown job).
+local batch = redis.call('HMGET', KEYS[2], 'status', 'simulated', 'deadline')
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'completed' and state ~= 'failed' and state ~= 'cancelled'
+   and state ~= 'expired' then
+  local sig = redis.call('HGET', KEYS[1], 'sig')
+  if sig then redis.call('ZREM', ARGV[3] .. ':w:' .. sig, ARGV[1]) end
+  local now = redis.call('TIME')
+  redis.call('ZADD', KEYS[3], tonumber(now[1]) + tonumber(now[2]) / 1e6, ARGV[1])
+  redis.call('HSET', KEYS[1], 'state', 'running', 'target', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'tries', 1)
+end
+local out = {batch[1] or '', batch[2] or '', batch[3] or ''}
+local fields = redis.call('HGETALL', KEYS[1])
+for j = 1, #fields do out[#out + 1] = fields[j] end
+return out
