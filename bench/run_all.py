@@ -90,7 +90,9 @@ def main() -> None:
         lat, _ = run("latency", [])
         if lat:
             rows.append(("3. Added latency enqueue -> upstream (p50 / p99)",
-                         f"{lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} ms", "5 / 25 ms goal",
+                         f"{lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} ms",
+                         f"Celery's own hop {lat['celery_hop_p50_ms']:.1f} / "
+                         f"{lat['celery_hop_p99_ms']:.1f} ms",
                          f"{lat['p50_ms'] / 5:.1f}x / {lat['p99_ms'] / 25:.1f}x goal",
                          "p50 <= 5, p99 <= 25 ms", lat["met"]))
     if "quota" in todo:

@@ -27,12 +27,11 @@ def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: st
     from workers.tasks import kick, pumper
 
     rt = get_runtime()
-    batch, sigs = rt.store.create_batch(specs, simulated=simulated, deadline_s=deadline_s,
+    batch, sets = rt.store.create_batch(specs, simulated=simulated, deadline_s=deadline_s,
                                         name=name)
-    sets = rt.store.waitsets()
+    pumper().known_active(batch)
     waiting = set()
-    for sig in sigs:
-        tag, targets = sets[sig]
+    for sig, (tag, targets) in sets.items():
         pumper().pump(sig, tag, targets, max_jobs=INLINE_DISPATCH)
         if rt.r.zcard(rt.store.wait_key(sig)):
             waiting.add(sig)

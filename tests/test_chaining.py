@@ -112,3 +112,14 @@ def test_backlog_is_served_by_chained_call_tasks_exactly_once(tmp_path, chain_ma
         assert len(tasks) == 40 and max(served) == 1
     else:  # two slots, a backlog: a handful of call tasks serve everything
         assert len(tasks) <= 10 and max(served) > 1
+
+
+def test_finish_and_next_survive_a_lost_script_cache(store):
+    batch, (sig,) = store.create_batch([Spec("j0", "fast", ["A"]), Spec("j1", "fast", ["A"])],
+                                       simulated=True, deadline_s=60)
+    job, _ = store.start(f"{batch}:0", "A")
+    store.r.script_flush()  # as after a Redis restart
+    nxt, status = store.finish_and_next(job, {"ok": True}, "A", "A", [sig], [], take=True)
+    assert store.load(job.id).state == "completed"
+    assert nxt is not None and nxt.custom_id == "j1" and status == "in_progress"
+    assert int(store.batch(batch)["completed"]) == 1  # finished once, not twice

@@ -22,12 +22,13 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 _LUA = Path(__file__).with_name("lua")
@@ -96,6 +97,7 @@ class JobStore:
         self._handout = r.register_script((_LUA / "handout.lua").read_text())
         self._next = r.register_script((_LUA / "next.lua").read_text())
         self._start = r.register_script((_LUA / "start.lua").read_text())
+        self._heads = r.register_script((_LUA / "heads.lua").read_text())
         self._constants: dict[str, tuple[bool, float]] = {}
 
     # -- keys ---------------------------------------------------------------
@@ -135,10 +137,11 @@ class JobStore:
         deadline_s: float,
         name: str = "",
         chunk: int = 2000,
-    ) -> tuple[str, set[str]]:
+    ) -> tuple[str, dict[str, tuple[str, list[str]]]]:
         """Store a validated batch (``JobSpec``-like objects) and queue every job.
 
-        Returns the batch id and the waiting-set signatures that received jobs.
+        Returns the batch id and the waiting sets that received jobs (signature -> tag and
+        targets).
         """
         batch = "batch_" + uuid.uuid4().hex[:20]
         seq = int(self.r.incr(f"{self.ns}:batchseq"))
@@ -190,7 +193,7 @@ class JobStore:
         completed, failed = pipe.execute()[-1]
         if int(completed or 0) + int(failed or 0) >= total:  # it all ended before ``total``
             self.r.hset(self.batch_key(batch), mapping={"status": "completed", "ended": now})
-        return batch, set(sigs)
+        return batch, sigs
 
     def _queue(self, pipe: Any, waiting: dict[str, dict[str, float]]) -> None:
         for sig, members in waiting.items():
@@ -202,11 +205,17 @@ class JobStore:
     def load(self, jid: str) -> Job | None:
         return self._job(jid, self.r.hgetall(self.job_key(jid)))
 
-    def load_many(self, jids: list[str]) -> list[Job | None]:
-        pipe = self.r.pipeline(transaction=False)
-        for jid in jids:
-            pipe.hgetall(self.job_key(jid))
-        return [self._job(jid, h) for jid, h in zip(jids, pipe.execute(), strict=True)]
+    def heads(self, sig: str, count: int) -> list[tuple[str, Job | None]]:
+        """The first ``count`` jobs waiting in a set, loaded, in one round trip."""
+        flat = self._heads(keys=[self.wait_key(sig)], args=[count, self.ns])
+        out: list[tuple[str, Job | None]] = []
+        i = 0
+        while i < len(flat):
+            jid, n = flat[i], int(flat[i + 1])
+            fields = flat[i + 2:i + 2 + n]
+            out.append((jid, self._job(jid, dict(zip(fields[::2], fields[1::2], strict=True)))))
+            i += 2 + n
+        return out
 
     def start(self, jid: str, target: str) -> tuple[Job | None, str | None]:
         """A call task starts: the job (claimed for ``target`` unless it already ended)
@@ -308,22 +317,12 @@ class JobStore:
 
         ``release=(target, sigs)`` also does :meth:`release` in the same round trip.
         """
-        pipe = self.r.pipeline(transaction=False)
-        self._finish(
-            client=pipe,
-            keys=[self.job_key(job.id), self.batch_key(job.batch)],
-            args=[
-                state,
-                json.dumps(result, separators=(",", ":")),
-                provider,
-                self.retention_s,
-                self.done_key(job.batch),
-                job.attempts,
-            ],
-        )
-        if release:
-            self._release(pipe, job.id, *release)
-        return int(pipe.execute()[0]) == 1
+        def build(pipe: Any) -> None:
+            self._finish_in(pipe, job, state, result, provider)
+            if release:
+                self._release(pipe, job.id, *release)
+
+        return int(self._pipelined(build)[0]) == 1
 
     def finish_and_next(self, job: Job, result: dict[str, Any], provider: str, target: str,
                         first_sigs: list[str], wake_sigs: list[str],
@@ -334,27 +333,54 @@ class JobStore:
         batch's status, or ``(None, None)``: then the slot was given back and the sets
         ``target`` may serve were woken, as :meth:`release` does.
         """
-        pipe = self.r.pipeline(transaction=False)
-        self._finish(client=pipe, keys=[self.job_key(job.id), self.batch_key(job.batch)],
-                     args=["completed", json.dumps(result, separators=(",", ":")), provider,
-                           self.retention_s, self.done_key(job.batch), job.attempts])
-        self._next_call(pipe, job.id, target, first_sigs, wake_sigs, take)
-        return self._taken(pipe.execute()[1])
+        def build(pipe: Any) -> None:
+            self._finish_in(pipe, job, "completed", result, provider)
+            self._script_in(pipe, self._next, *self._next_args(job.id, target, first_sigs,
+                                                               wake_sigs, take))
+
+        return self._taken(self._pipelined(build)[1])
 
     def next_job(self, prev: str, target: str, first_sigs: list[str], wake_sigs: list[str],
                  take: bool = True) -> tuple[Job | None, str | None]:
         """Like :meth:`finish_and_next` for a job that was already ended."""
-        pipe = self.r.pipeline(transaction=False)
-        self._next_call(pipe, prev, target, first_sigs, wake_sigs, take)
-        return self._taken(pipe.execute()[0])
+        keys, args = self._next_args(prev, target, first_sigs, wake_sigs, take)
+        return self._taken(self._next(keys=keys, args=args))
 
-    def _next_call(self, pipe: Any, prev: str, target: str, first_sigs: list[str],
-                   wake_sigs: list[str], take: bool) -> None:
-        self._next(client=pipe,
-                   keys=[self.calling_key(target), self.queued_key(target), self.wake_key,
-                         *(self.wait_key(s) for s in first_sigs)],
-                   args=[prev, target, self.ns, "1" if take and first_sigs else "0",
-                         *wake_sigs])
+    def _next_args(self, prev: str, target: str, first_sigs: list[str], wake_sigs: list[str],
+                   take: bool) -> tuple[list[str], list[str]]:
+        keys = [self.calling_key(target), self.queued_key(target), self.wake_key,
+                *(self.wait_key(s) for s in first_sigs)]
+        return keys, [prev, target, self.ns, "1" if take and first_sigs else "0", *wake_sigs]
+
+    def _finish_in(self, pipe: Any, job: Job, state: str, result: dict[str, Any],
+                   provider: str) -> None:
+        self._script_in(pipe, self._finish, [self.job_key(job.id), self.batch_key(job.batch)],
+                        [state, json.dumps(result, separators=(",", ":")), provider,
+                         self.retention_s, self.done_key(job.batch), job.attempts])
+
+    @staticmethod
+    def _script_in(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+    def _pipelined(self, build: Callable[[Any], None]) -> list[Any]:
+        """Run what ``build`` queues in one round trip.
+
+        Scripts go in as plain EVALSHA: a registered script in a redis-py pipeline costs a
+        SCRIPT EXISTS round trip on every execute. When Redis lost its script cache (a
+        restart), every script of the batch fails alike: they are loaded and the batch runs
+        again (its plain commands are idempotent).
+        """
+        for attempt in (1, 2):
+            pipe = self.r.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in (self._finish, self._next):
+                    script.sha = self.r.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def _taken(self, reply: list[str]) -> tuple[Job | None, str | None]:
         if not reply:

@@ -57,36 +57,43 @@ class Pumper:
         self.publish = publish
         self._status: dict[str, tuple[float, bool]] = {}
 
-    def _lock(self, sig: str) -> bool:
-        return bool(self.rt.r.set(f"{self.rt.namespace}:lock:w:{sig}", "1", nx=True, px=10_000))
-
-    def _unlock(self, sig: str) -> None:
-        self.rt.r.delete(f"{self.rt.namespace}:lock:w:{sig}")
+    def _lock_key(self, sig: str) -> str:
+        return f"{self.rt.namespace}:lock:w:{sig}"
 
     def pump(self, sig: str, tag: str, targets: list[str], max_jobs: int = 500) -> float:
         """Dispatch as many head jobs as targets can start soon; return the next check delay."""
-        if not self._lock(sig):
+        pipe = self.rt.r.pipeline(transaction=False)
+        pipe.set(self._lock_key(sig), "1", nx=True, px=10_000)
+        self._count(pipe, targets)
+        locked, *counts = pipe.execute()
+        if not locked:
             return 0.2
         try:
-            return self._pump(sig, tag, targets, max_jobs)
+            return self._pump(sig, tag, targets, max_jobs, self._busy(targets, counts))
         finally:
-            self._unlock(sig)
+            self.rt.r.delete(self._lock_key(sig))
 
-    def _pump(self, sig: str, tag: str, targets: list[str], max_jobs: int) -> float:
+    def known_active(self, batch: str) -> None:
+        """The batch was just created (not cancelled): spare the status read."""
+        self._status[batch] = (time.monotonic(), False)
+
+    def _pump(self, sig: str, tag: str, targets: list[str], max_jobs: int,
+              busy: dict[str, tuple[int, int]]) -> float:
         store, cfg, r = self.rt.store, self.rt.config, self.rt.r
         wait_key = store.wait_key(sig)
         routing = cfg.settings.routing
         done = 0
         while done < max_jobs:
-            busy = self._occupancy(targets)
+            if done:
+                busy = self._occupancy(targets)
             free = sum(max(0, self._concurrency(t) - q - c) for t, (q, c) in busy.items())
             if free == 0:
                 return IDLE_RECHECK_S  # every target is at its concurrency: a release wakes us
             wanted = min(HEADS_PER_READ, free)
-            heads = r.zrange(wait_key, 0, wanted - 1)
+            heads = store.heads(sig, wanted)
             if not heads:
                 return IDLE_RECHECK_S
-            for job_id, job in zip(heads, store.load_many(heads), strict=True):
+            for job_id, job in heads:
                 done += 1
                 if job is None or job.ended or job.state != "waiting":
                     r.zrem(wait_key, job_id)
@@ -130,12 +137,17 @@ class Pumper:
 
     def _occupancy(self, targets: list[str]) -> dict[str, tuple[int, int]]:
         """(queued, calling) per target: jobs handed to its provider queue / in a call."""
-        store = self.rt.store
         pipe = self.rt.r.pipeline(transaction=False)
+        self._count(pipe, targets)
+        return self._busy(targets, pipe.execute())
+
+    def _count(self, pipe: Any, targets: list[str]) -> None:
         for key in targets:
-            pipe.zcard(store.queued_key(key))
-            pipe.zcard(store.calling_key(key))
-        counts = pipe.execute()
+            pipe.zcard(self.rt.store.queued_key(key))
+            pipe.zcard(self.rt.store.calling_key(key))
+
+    @staticmethod
+    def _busy(targets: list[str], counts: list[int]) -> dict[str, tuple[int, int]]:
         return {key: (counts[2 * i], counts[2 * i + 1]) for i, key in enumerate(targets)}
 
     @staticmethod
