@@ -12,6 +12,7 @@ import redis
 
 from tests.cluster import TEST_REDIS_URL, Cluster, job_line, model, provider, write_config
 from workers.jobstore import JobStore, waitset_sig
+from workers.usage import load_usage, utc_day
 
 
 class Spec:
@@ -106,6 +107,10 @@ def test_backlog_is_served_by_chained_call_tasks_exactly_once(tmp_path, chain_ma
         assert all(r["response"]["status_code"] == 200 for r in results)
         assert c.stats()["totals"]["ok"] == 40  # no job was called twice
         tasks = call_task_results(c.log("w0"), batch)
+        # each call's usage rides with its job's result: counted once per call, none lost
+        day = load_usage(c.r, c.namespace, [utc_day()], simulated=True)[utc_day()]
+        assert (day["alpha/a1"].requests, day["alpha/a1"].ok) == (40, 40)
+        assert day["alpha/a1"].prompt_tokens > 0
     served = [t.get("served", 1) for t in tasks]
     assert sum(served) == 40
     if chain_max_jobs == 1:

@@ -60,13 +60,14 @@ LATE_SEND_S = 0.005
 
 
 def send(rt, p: Prepared, reservation_id: str | None,
-         granted_at: float | None = None) -> tuple[Any, float]:
+         granted_at: float | None = None, defer_success_usage: bool = False) -> tuple[Any, float]:
     """Call upstream under a granted reservation; returns ``(outcome, latency_s)``.
 
     ``granted_at`` (``time.monotonic()`` taken before asking for the reservation): if the
     request only reached the wire noticeably later — a stalled thread, a slow connect —
     the reservation's sliding-log entries move to the moment it left, so the quota's view
-    stays in step with the upstream's.
+    stays in step with the upstream's. ``defer_success_usage``: a successful call's usage
+    is not written here; the caller writes it with the job's result (one round trip less).
     """
     quota = rt.quota(p.simulated)
 
@@ -82,8 +83,10 @@ def send(rt, p: Prepared, reservation_id: str | None,
             else Cost(1, 0, 0)  # no answer: the request counts, no tokens were used
         if actual is not None:
             quota.reconcile(reservation_id, actual)
+    deferred = defer_success_usage and isinstance(outcome, Success)
     metrics.record_call(p.target.key, type(outcome).__name__, latency,
-                        getattr(outcome, "usage", None), simulated=p.simulated)
+                        getattr(outcome, "usage", None),
+                        simulated=None if deferred else p.simulated)
     for obs in observations:
         if _due(p.target.key, obs, isinstance(outcome, RateLimited)):
             quota.observe(p.target, obs.unit, obs.per, obs.remaining, obs.reset_s, obs.scope)

@@ -31,6 +31,7 @@ from workers.providers.outcomes import (
     TargetRejected,
     Transient,
 )
+from workers.usage import usage_writer
 
 log = logging.getLogger("dispatch.call")
 
@@ -177,7 +178,8 @@ class Caller:
                     time.sleep(res.wait_s)
                     continue
                 return self._requeue(job, (), last, f"waiting for {res.limit}")
-            outcome, latency = attempt.send(rt, ready, res.reservation_id, asked_at)
+            outcome, latency = attempt.send(rt, ready, res.reservation_id, asked_at,
+                                            defer_success_usage=True)
             step = next_step(outcome, target_key, retries_here, pc.max_retries, windows)
             if step.count_attempt:
                 job.attempts += 1
@@ -238,7 +240,8 @@ class Caller:
         self._next = self.rt.store.finish_and_next(
             job, result, target_key.split("/", 1)[0], target_key,
             self.rt.sigs_first(target_key), self.rt.sigs_with(target_key),
-            take=self._may_chain())
+            take=self._may_chain(),
+            also=usage_writer(self.rt, target_key, outcome.usage, job.simulated))
         self._holding = self._next[0].id if self._next[0] else None
         return {"job": job.id, "status": "completed", "target": target_key}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,8 @@ from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
+
+log = logging.getLogger("dispatch.jobstore")
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 _LUA = Path(__file__).with_name("lua")
@@ -322,23 +325,27 @@ class JobStore:
             if release:
                 self._release(pipe, job.id, *release)
 
-        return int(self._pipelined(build)[0]) == 1
+        return int(self._pipelined(build, primary=1)[0]) == 1
 
     def finish_and_next(self, job: Job, result: dict[str, Any], provider: str, target: str,
                         first_sigs: list[str], wake_sigs: list[str],
-                        take: bool) -> tuple[Job | None, str | None]:
+                        take: bool, also: Callable[[Any], None] | None = None,
+                        ) -> tuple[Job | None, str | None]:
         """Complete ``job`` and, with ``take``, go on with ``target``'s backlog in one trip.
 
         Returns the next job (already running on ``target``, its slot carried over) and its
         batch's status, or ``(None, None)``: then the slot was given back and the sets
-        ``target`` may serve were woken, as :meth:`release` does.
+        ``target`` may serve were woken, as :meth:`release` does. ``also`` queues more
+        commands in the same round trip (the call's usage); their failure is only logged.
         """
         def build(pipe: Any) -> None:
             self._finish_in(pipe, job, "completed", result, provider)
             self._script_in(pipe, self._next, *self._next_args(job.id, target, first_sigs,
                                                                wake_sigs, take))
+            if also:
+                also(pipe)
 
-        return self._taken(self._pipelined(build)[1])
+        return self._taken(self._pipelined(build, primary=2)[1])
 
     def next_job(self, prev: str, target: str, first_sigs: list[str], wake_sigs: list[str],
                  take: bool = True) -> tuple[Job | None, str | None]:
@@ -362,24 +369,30 @@ class JobStore:
     def _script_in(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
         pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-    def _pipelined(self, build: Callable[[Any], None]) -> list[Any]:
-        """Run what ``build`` queues in one round trip.
+    def _pipelined(self, build: Callable[[Any], None], primary: int) -> list[Any]:
+        """Run what ``build`` queues in one round trip; the first ``primary`` replies must
+        succeed (they raise), errors of the rest are logged.
 
         Scripts go in as plain EVALSHA: a registered script in a redis-py pipeline costs a
         SCRIPT EXISTS round trip on every execute. When Redis lost its script cache (a
         restart), every script of the batch fails alike: they are loaded and the batch runs
-        again (its plain commands are idempotent).
+        again (its plain commands are idempotent or counters of reports).
         """
         for attempt in (1, 2):
             pipe = self.r.pipeline(transaction=False)
             build(pipe)
-            try:
-                return pipe.execute()
-            except NoScriptError:
-                if attempt == 2:
-                    raise
+            replies = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(x, NoScriptError) for x in replies[:primary]):
                 for script in (self._finish, self._next):
                     script.sha = self.r.script_load(script.script)
+                continue
+            for reply in replies[:primary]:
+                if isinstance(reply, Exception):
+                    raise reply
+            for reply in replies[primary:]:
+                if isinstance(reply, Exception):
+                    log.warning("job store: a secondary write failed: %s", reply)
+            return replies
         raise AssertionError("unreachable")
 
     def _taken(self, reply: list[str]) -> tuple[Job | None, str | None]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -86,8 +86,17 @@ def add_usage(r: redis.Redis, namespace: str, target: str, simulated: bool, *,
               ok: bool, prompt_tokens: int = 0, completion_tokens: int = 0,
               milli_neurons: int = 0, at: float | None = None) -> None:
     """Add one upstream call to its day's hash (one round trip; raises RedisError)."""
-    key = usage_key(namespace, utc_day(at), simulated)
     pipe = r.pipeline(transaction=False)
+    queue_usage(pipe, namespace, target, simulated, ok=ok, prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens, milli_neurons=milli_neurons, at=at)
+    pipe.execute()
+
+
+def queue_usage(pipe: Any, namespace: str, target: str, simulated: bool, *, ok: bool,
+                prompt_tokens: int = 0, completion_tokens: int = 0, milli_neurons: int = 0,
+                at: float | None = None) -> None:
+    """The commands of :func:`add_usage`, queued on a pipeline the caller executes."""
+    key = usage_key(namespace, utc_day(at), simulated)
     pipe.hincrby(key, f"{target}{SEP}requests", 1)
     if ok:
         pipe.hincrby(key, f"{target}{SEP}ok", 1)
@@ -97,7 +106,23 @@ def add_usage(r: redis.Redis, namespace: str, target: str, simulated: bool, *,
         if value:
             pipe.hincrby(key, f"{target}{SEP}{name}", int(value))
     pipe.expire(key, RETENTION_DAYS * 86400)
-    pipe.execute()
+
+
+def usage_writer(rt: Any, target: str, usage: Any, simulated: bool, ok: bool = True,
+                 at: float | None = None) -> Callable[[Any], None]:
+    """Queues one call's usage on a pipeline (so it can ride with the job's own writes)."""
+    from workers.quota.costs import neurons_milli
+
+    prompt, completion = tokens_of(usage)
+    milli = 0
+    with contextlib.suppress(KeyError, ValueError):  # target no longer configured
+        milli = neurons_milli(rt.config.target(target).model, prompt, completion)
+
+    def write(pipe: Any) -> None:
+        queue_usage(pipe, rt.namespace, target, simulated, ok=ok, prompt_tokens=prompt,
+                    completion_tokens=completion, milli_neurons=milli, at=at)
+
+    return write
 
 
 def record_usage(rt: Any, target: str, usage: Any, simulated: bool, ok: bool = True,
@@ -106,15 +131,10 @@ def record_usage(rt: Any, target: str, usage: Any, simulated: bool, ok: bool = T
 
     Never raises: losing a report line must not fail a job whose answer is already in
     hand, so Redis errors are logged and dropped."""
-    from workers.quota.costs import neurons_milli
-
-    prompt, completion = tokens_of(usage)
-    milli = 0
-    with contextlib.suppress(KeyError, ValueError):  # target no longer configured
-        milli = neurons_milli(rt.config.target(target).model, prompt, completion)
     try:
-        add_usage(rt.r, rt.namespace, target, simulated, ok=ok, prompt_tokens=prompt,
-                  completion_tokens=completion, milli_neurons=milli, at=at)
+        pipe = rt.r.pipeline(transaction=False)
+        usage_writer(rt, target, usage, simulated, ok, at)(pipe)
+        pipe.execute()
     except redis.RedisError as exc:
         log.warning("usage of %s not recorded (Redis: %s)", target, exc)
 
