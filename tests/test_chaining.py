@@ -119,6 +119,21 @@ def test_backlog_is_served_by_chained_call_tasks_exactly_once(tmp_path, chain_ma
         assert len(tasks) <= 10 and max(served) > 1
 
 
+def test_a_script_redis_knows_runs_once_when_the_other_was_lost(store):
+    """After a restart one process may have reloaded ``next`` but not ``finish``: the
+    finish is retried alone; the next job is taken once, not twice."""
+    batch, (sig,) = store.create_batch([Spec(f"j{i}", "fast", ["A"]) for i in range(3)],
+                                       simulated=True, deadline_s=60)
+    job, _ = store.start(f"{batch}:0", "A")
+    store.r.script_flush()
+    store.r.script_load(store._next.script)  # as another process's next_job would
+    nxt, _ = store.finish_and_next(job, {"ok": True}, "A", "A", [sig], [], take=True)
+    assert store.load(job.id).state == "completed"
+    assert nxt is not None and nxt.custom_id == "j1"
+    assert store.r.zrange(store.calling_key("A"), 0, -1) == [nxt.id]  # one slot, one job
+    assert store.r.zcard(store.wait_key(sig)) == 1  # j2 still waiting
+
+
 def test_finish_and_next_survive_a_lost_script_cache(store):
     batch, (sig,) = store.create_batch([Spec("j0", "fast", ["A"]), Spec("j1", "fast", ["A"])],
                                        simulated=True, deadline_s=60)
@@ -128,3 +143,25 @@ def test_finish_and_next_survive_a_lost_script_cache(store):
     assert store.load(job.id).state == "completed"
     assert nxt is not None and nxt.custom_id == "j1" and status == "in_progress"
     assert int(store.batch(batch)["completed"]) == 1  # finished once, not twice
+
+
+def test_a_chain_stops_at_its_job_and_time_caps_and_on_shutdown(monkeypatch):
+    from types import SimpleNamespace
+
+    from celery.worker import state
+
+    from workers.caller import Caller
+
+    routing = SimpleNamespace(chain_max_jobs=3, chain_max_s=30.0)
+    caller = Caller(SimpleNamespace(config=SimpleNamespace(
+        settings=SimpleNamespace(routing=routing))))
+    caller._served = 2
+    assert caller._may_chain()              # the third job may still be taken
+    caller._served = 3
+    assert not caller._may_chain()          # three served: the task ends
+    caller._served = 1
+    caller._started -= 31
+    assert not caller._may_chain()          # past chain_max_s
+    caller._started += 31
+    monkeypatch.setattr(state, "should_stop", 0)  # a warm shutdown (exit code 0)
+    assert not caller._may_chain()

@@ -320,12 +320,10 @@ class JobStore:
 
         ``release=(target, sigs)`` also does :meth:`release` in the same round trip.
         """
-        def build(pipe: Any) -> None:
-            self._finish_in(pipe, job, state, result, provider)
-            if release:
-                self._release(pipe, job.id, *release)
-
-        return int(self._pipelined(build, primary=1)[0]) == 1
+        ops = [lambda pipe: self._finish_in(pipe, job, state, result, provider)]
+        if release:
+            ops.append(lambda pipe: self._release(pipe, job.id, *release))
+        return int(self._pipelined(ops, primary=1)[0]) == 1
 
     def finish_and_next(self, job: Job, result: dict[str, Any], provider: str, target: str,
                         first_sigs: list[str], wake_sigs: list[str],
@@ -338,14 +336,12 @@ class JobStore:
         ``target`` may serve were woken, as :meth:`release` does. ``also`` queues more
         commands in the same round trip (the call's usage); their failure is only logged.
         """
-        def build(pipe: Any) -> None:
-            self._finish_in(pipe, job, "completed", result, provider)
-            self._script_in(pipe, self._next, *self._next_args(job.id, target, first_sigs,
-                                                               wake_sigs, take))
-            if also:
-                also(pipe)
-
-        return self._taken(self._pipelined(build, primary=2)[1])
+        ops = [lambda pipe: self._finish_in(pipe, job, "completed", result, provider),
+               lambda pipe: self._script_in(pipe, self._next, *self._next_args(
+                   job.id, target, first_sigs, wake_sigs, take))]
+        if also:
+            ops.append(also)
+        return self._taken(self._pipelined(ops, primary=2)[1])
 
     def next_job(self, prev: str, target: str, first_sigs: list[str], wake_sigs: list[str],
                  take: bool = True) -> tuple[Job | None, str | None]:
@@ -369,31 +365,43 @@ class JobStore:
     def _script_in(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
         pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-    def _pipelined(self, build: Callable[[Any], None], primary: int) -> list[Any]:
-        """Run what ``build`` queues in one round trip; the first ``primary`` replies must
-        succeed (they raise), errors of the rest are logged.
+    def _pipelined(self, ops: list[Callable[[Any], None]], primary: int) -> list[Any]:
+        """Run ``ops`` (each queues commands on a pipeline) in one round trip; returns the
+        replies of the first ``primary`` ops, scripts of one command each, which raise on
+        error; errors of the other ops are only logged.
 
         Scripts go in as plain EVALSHA: a registered script in a redis-py pipeline costs a
-        SCRIPT EXISTS round trip on every execute. When Redis lost its script cache (a
-        restart), every script of the batch fails alike: they are loaded and the batch runs
-        again (its plain commands are idempotent or counters of reports).
+        SCRIPT EXISTS round trip on every execute. A script Redis does not know (a restart
+        emptied its cache) did nothing: it is loaded and only that op runs again, so no
+        command ever runs twice.
         """
-        for attempt in (1, 2):
-            pipe = self.r.pipeline(transaction=False)
-            build(pipe)
-            replies = pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(x, NoScriptError) for x in replies[:primary]):
-                for script in (self._finish, self._next):
-                    script.sha = self.r.script_load(script.script)
-                continue
-            for reply in replies[:primary]:
-                if isinstance(reply, Exception):
-                    raise reply
-            for reply in replies[primary:]:
+        replies = self._run_ops(ops)
+        lost = [i for i, got in enumerate(replies)
+                if any(isinstance(x, NoScriptError) for x in got)]
+        if lost:
+            for script in (self._finish, self._next):
+                self.r.script_load(script.script)  # same sha: the op closures still fit
+            for i, got in zip(lost, self._run_ops([ops[i] for i in lost]), strict=True):
+                replies[i] = got
+        out = [got[0] for got in replies[:primary]]
+        for reply in out:
+            if isinstance(reply, Exception):
+                raise reply
+        for got in replies[primary:]:
+            for reply in got:
                 if isinstance(reply, Exception):
                     log.warning("job store: a secondary write failed: %s", reply)
-            return replies
-        raise AssertionError("unreachable")
+        return out
+
+    def _run_ops(self, ops: list[Callable[[Any], None]]) -> list[list[Any]]:
+        pipe = self.r.pipeline(transaction=False)
+        bounds = []
+        for op in ops:
+            start = len(pipe)
+            op(pipe)
+            bounds.append((start, len(pipe)))
+        replies = pipe.execute(raise_on_error=False)
+        return [replies[a:b] for a, b in bounds]
 
     def _taken(self, reply: list[str]) -> tuple[Job | None, str | None]:
         if not reply:
