@@ -165,3 +165,39 @@ def test_a_chain_stops_at_its_job_and_time_caps_and_on_shutdown(monkeypatch):
     caller._started += 31
     monkeypatch.setattr(state, "should_stop", 0)  # a warm shutdown (exit code 0)
     assert not caller._may_chain()
+
+
+def test_a_call_task_that_fails_mid_chain_puts_its_job_back(tmp_path, monkeypatch):
+    from dispatcher.config import load_config
+    from workers.caller import Caller
+    from workers.runtime import Runtime
+
+    cfg = load_config(write_config(tmp_path / "c", {"alpha": provider(model("a1"))},
+                                   {"fast": ["alpha/a1"]}), simulate=True)
+    r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    rt = Runtime(cfg, r, "tc" + uuid.uuid4().hex[:8])
+    try:
+        batch, (sig,) = rt.store.create_batch([Spec(f"j{i}", "fast", ["alpha/a1"])
+                                               for i in range(3)], simulated=True, deadline_s=60)
+        served = []
+
+        def run(self, job, target_key):  # the first job completes, the second one crashes
+            if served:
+                raise RuntimeError("worker bug")
+            served.append(job.id)
+            self._next = self.rt.store.finish_and_next(
+                job, {"ok": True}, "alpha", target_key, [sig], [sig], take=True)
+            self._holding = self._next[0].id if self._next[0] else None
+            return {"job": job.id, "status": "completed"}
+
+        monkeypatch.setattr(Caller, "_run", run)
+        r.zrem(rt.store.wait_key(sig), f"{batch}:0")  # as the pump hands it out
+        with pytest.raises(RuntimeError):
+            Caller(rt).run(f"{batch}:0", "alpha/a1")
+        crashed = rt.store.load(f"{batch}:1")
+        assert crashed.state == "waiting"  # back in line, not stranded as "running"
+        assert r.zrange(rt.store.wait_key(sig), 0, -1) == [f"{batch}:1", f"{batch}:2"]
+        assert r.zcard(rt.store.calling_key("alpha/a1")) == 0
+    finally:
+        for key in r.scan_iter(f"{rt.namespace}*", count=1000):
+            r.delete(key)

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import redis
+
 from dispatcher.config.secrets import redact
 from workers import attempt, metrics
 from workers.providers.outcomes import (
@@ -112,6 +114,7 @@ class Caller:
         store = self.rt.store
         self._holding, self._started = job_id, time.monotonic()
         first: dict[str, Any] | None = None
+        job = None
         try:
             job, batch_status = store.start(job_id, target_key)
             while True:
@@ -129,10 +132,27 @@ class Caller:
                 if job is None:
                     break
                 job_id = job.id
+        except BaseException:
+            self._put_back(job)
+            raise
         finally:
             if self._holding:
                 store.release(self._holding, target_key, self.rt.sigs_with(target_key))
         return {**first, "served": self._served} if self._served > 1 else first
+
+    def _put_back(self, job) -> None:
+        """The task fails with this job unfinished: it waits again (a chained job has no
+        message to be redelivered). When Redis cannot take it back, the slot is kept, so
+        the job store's sweep finds the job later; never stranded."""
+        held = next((j for j in (self._next[0], job) if j is not None
+                     and j.id == self._holding), None)
+        if held is None:
+            return
+        try:
+            self.rt.store.park(held)
+        except redis.RedisError as exc:
+            log.warning("job %s: could not put it back (%s); the sweep will", held.id, exc)
+            self._holding = None
 
     def _may_chain(self) -> bool:
         routing = self.rt.config.settings.routing
