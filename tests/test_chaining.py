@@ -10,15 +10,16 @@ import uuid
 import pytest
 import redis
 
+from dispatcher.batchfile import JobSpec
 from tests.cluster import TEST_REDIS_URL, Cluster, job_line, model, provider, write_config
 from workers.jobstore import JobStore, waitset_sig
 from workers.usage import load_usage, utc_day
 
 
-class Spec:
-    def __init__(self, custom_id: str, tag: str, targets: list[str]):
-        self.custom_id, self.tag, self.targets = custom_id, tag, targets
-        self.body = {"messages": [{"role": "user", "content": custom_id}]}
+def spec(custom_id: str, tag: str, targets: list[str]) -> JobSpec:
+    """A validated job as ``parse_batch`` makes it."""
+    return JobSpec(line=0, custom_id=custom_id, tag=tag, pinned=None,
+                   body={"messages": [{"role": "user", "content": custom_id}]}, targets=targets)
 
 
 @pytest.fixture
@@ -32,10 +33,10 @@ def store():
 
 def test_next_job_takes_the_fairest_head_of_first_choice_sets_only(store):
     # two batches on the set that prefers A, one on a set where A is only the fallback
-    first, _ = store.create_batch([Spec("f0", "fast", ["A", "B"]), Spec("f1", "fast", ["A", "B"])],
+    first, _ = store.create_batch([spec("f0", "fast", ["A", "B"]), spec("f1", "fast", ["A", "B"])],
                                   simulated=True, deadline_s=60)
-    second, _ = store.create_batch([Spec("s0", "fast", ["A", "B"])], simulated=True, deadline_s=60)
-    store.create_batch([Spec("o0", "bulk", ["B", "A"])], simulated=True, deadline_s=60)
+    second, _ = store.create_batch([spec("s0", "fast", ["A", "B"])], simulated=True, deadline_s=60)
+    store.create_batch([spec("o0", "bulk", ["B", "A"])], simulated=True, deadline_s=60)
     prefer_a = [waitset_sig("fast", ["A", "B"])]
     store.r.zadd(store.calling_key("A"), {"prev:0": 1})
 
@@ -59,7 +60,7 @@ def test_next_job_takes_the_fairest_head_of_first_choice_sets_only(store):
 
 
 def test_a_job_taken_by_a_call_task_is_never_handed_out_again(store):
-    batch, (sig,) = store.create_batch([Spec("j0", "fast", ["A"])], simulated=True,
+    batch, (sig,) = store.create_batch([spec("j0", "fast", ["A"])], simulated=True,
                                        deadline_s=60)
     job = store.load(f"{batch}:0")
     taken, _ = store.next_job("prev:0", "A", [sig], [])
@@ -71,7 +72,7 @@ def test_a_job_taken_by_a_call_task_is_never_handed_out_again(store):
 
 
 def test_handout_moves_a_waiting_job_once(store):
-    batch, (sig,) = store.create_batch([Spec("j0", "fast", ["A"])], simulated=True,
+    batch, (sig,) = store.create_batch([spec("j0", "fast", ["A"])], simulated=True,
                                        deadline_s=60)
     job = store.load(f"{batch}:0")
     assert store.handout(job, "A", store.wait_key(sig)) is True
@@ -122,7 +123,7 @@ def test_backlog_is_served_by_chained_call_tasks_exactly_once(tmp_path, chain_ma
 def test_a_script_redis_knows_runs_once_when_the_other_was_lost(store):
     """After a restart one process may have reloaded ``next`` but not ``finish``: the
     finish is retried alone; the next job is taken once, not twice."""
-    batch, (sig,) = store.create_batch([Spec(f"j{i}", "fast", ["A"]) for i in range(3)],
+    batch, (sig,) = store.create_batch([spec(f"j{i}", "fast", ["A"]) for i in range(3)],
                                        simulated=True, deadline_s=60)
     job, _ = store.start(f"{batch}:0", "A")
     store.r.script_flush()
@@ -135,7 +136,7 @@ def test_a_script_redis_knows_runs_once_when_the_other_was_lost(store):
 
 
 def test_finish_and_next_survive_a_lost_script_cache(store):
-    batch, (sig,) = store.create_batch([Spec("j0", "fast", ["A"]), Spec("j1", "fast", ["A"])],
+    batch, (sig,) = store.create_batch([spec("j0", "fast", ["A"]), spec("j1", "fast", ["A"])],
                                        simulated=True, deadline_s=60)
     job, _ = store.start(f"{batch}:0", "A")
     store.r.script_flush()  # as after a Redis restart
@@ -177,7 +178,7 @@ def test_a_call_task_that_fails_mid_chain_puts_its_job_back(tmp_path, monkeypatc
     r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
     rt = Runtime(cfg, r, "tc" + uuid.uuid4().hex[:8])
     try:
-        batch, (sig,) = rt.store.create_batch([Spec(f"j{i}", "fast", ["alpha/a1"])
+        batch, (sig,) = rt.store.create_batch([spec(f"j{i}", "fast", ["alpha/a1"])
                                                for i in range(3)], simulated=True, deadline_s=60)
         served = []
 
@@ -185,9 +186,8 @@ def test_a_call_task_that_fails_mid_chain_puts_its_job_back(tmp_path, monkeypatc
             if served:
                 raise RuntimeError("worker bug")
             served.append(job.id)
-            self._next = self.rt.store.finish_and_next(
-                job, {"ok": True}, "alpha", target_key, [sig], [sig], take=True)
-            self._holding = self._next[0].id if self._next[0] else None
+            self._carry(self.rt.store.finish_and_next(
+                job, {"ok": True}, "alpha", target_key, [sig], [sig], take=True))
             return {"job": job.id, "status": "completed"}
 
         monkeypatch.setattr(Caller, "_run", run)

@@ -123,10 +123,9 @@ class Caller:
                 first = first or out
                 if (self._next[0] is None and self._holding and out["status"] in CHAINABLE
                         and self._may_chain()):
-                    self._next = store.next_job(self._holding, target_key,
-                                                self.rt.sigs_first(target_key),
-                                                self.rt.sigs_with(target_key))
-                    self._holding = self._next[0].id if self._next[0] else None
+                    self._carry(store.next_job(self._holding, target_key,
+                                               self.rt.sigs_first(target_key),
+                                               self.rt.sigs_with(target_key)))
                 job, batch_status = self._next
                 self._next = (None, None)
                 if job is None:
@@ -139,6 +138,11 @@ class Caller:
             if self._holding:
                 store.release(self._holding, target_key, self.rt.sigs_with(target_key))
         return {**first, "served": self._served} if self._served > 1 else first
+
+    def _carry(self, taken: tuple[Any, str | None]) -> None:
+        """The job store handed this task the next job (or none: the slot was given back)."""
+        self._next = taken
+        self._holding = taken[0].id if taken[0] else None
 
     def _put_back(self, job) -> None:
         """The task fails with this job unfinished: it waits again (a chained job has no
@@ -257,12 +261,11 @@ class Caller:
             "dispatch": {**self._dispatch_block(job, target_key, latency),
                          "usage": outcome.usage},
         }
-        self._next = self.rt.store.finish_and_next(
+        self._carry(self.rt.store.finish_and_next(
             job, result, target_key.split("/", 1)[0], target_key,
             self.rt.sigs_first(target_key), self.rt.sigs_with(target_key),
             take=self._may_chain(),
-            also=usage_writer(self.rt, target_key, outcome.usage, job.simulated))
-        self._holding = self._next[0].id if self._next[0] else None
+            also=usage_writer(self.rt, target_key, outcome.usage, job.simulated)))
         return {"job": job.id, "status": "completed", "target": target_key}
 
     def _fail_with(self, job, outcome: Any, latency: float | None, target_key: str) -> dict:

@@ -79,6 +79,11 @@ class Job:
         return self.state in TERMINAL
 
 
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A hash as Lua returns HGETALL (field, value, field, value ...) -> dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 def job_id(batch: str, index: int) -> str:
     return f"{batch}:{index}"
 
@@ -95,12 +100,17 @@ class JobStore:
         self.r = r
         self.ns = namespace
         self.retention_s = int(retention_s)
-        self._finish = r.register_script((_LUA / "finish.lua").read_text())
-        self._park = r.register_script((_LUA / "park.lua").read_text())
-        self._handout = r.register_script((_LUA / "handout.lua").read_text())
-        self._next = r.register_script((_LUA / "next.lua").read_text())
-        self._start = r.register_script((_LUA / "start.lua").read_text())
-        self._heads = r.register_script((_LUA / "heads.lua").read_text())
+        prelude = (_LUA / "prelude.lua").read_text()
+
+        def script(name: str) -> Any:
+            return r.register_script(prelude + (_LUA / f"{name}.lua").read_text())
+
+        self._finish = script("finish")
+        self._park = script("park")
+        self._handout = script("handout")
+        self._next = script("next")
+        self._start = script("start")
+        self._heads = script("heads")
         self._constants: dict[str, tuple[bool, float]] = {}
 
     # -- keys ---------------------------------------------------------------
@@ -215,8 +225,7 @@ class JobStore:
         i = 0
         while i < len(flat):
             jid, n = flat[i], int(flat[i + 1])
-            fields = flat[i + 2:i + 2 + n]
-            out.append((jid, self._job(jid, dict(zip(fields[::2], fields[1::2], strict=True)))))
+            out.append((jid, self._job(jid, _pairs(flat[i + 2:i + 2 + n]))))
             i += 2 + n
         return out
 
@@ -228,7 +237,7 @@ class JobStore:
             keys=[self.job_key(jid), self.batch_key(batch), self.calling_key(target)],
             args=[jid, target, self.ns])
         self._remember(batch, simulated, deadline)
-        return self._job(jid, dict(zip(flat[::2], flat[1::2], strict=True))), status or None
+        return self._job(jid, _pairs(flat)), status or None
 
     def _job(self, jid: str, h: dict[str, str]) -> Job | None:
         if not h:
@@ -263,7 +272,7 @@ class JobStore:
 
     def _remember(self, batch: str, simulated: str | None,
                   deadline: str | float | None) -> tuple[bool, float]:
-        known = (simulated in ("1", 1, True), float(deadline or 0))
+        known = (simulated == "1", float(deadline or 0))
         if deadline:
             if len(self._constants) > 10_000:
                 self._constants.clear()
@@ -407,7 +416,7 @@ class JobStore:
         if not reply:
             return None, None
         jid, status, *flat = reply
-        return self._job(jid, dict(zip(flat[::2], flat[1::2], strict=True))), status or None
+        return self._job(jid, _pairs(flat)), status or None
 
     def handout(self, job: Job, target: str, wait_key: str) -> bool:
         """Move a waiting job to ``target``'s queued set; False if another taker had it."""

@@ -82,20 +82,11 @@ def tokens_of(usage: Any) -> tuple[int, int]:
     return prompt, completion
 
 
-def add_usage(r: redis.Redis, namespace: str, target: str, simulated: bool, *,
-              ok: bool, prompt_tokens: int = 0, completion_tokens: int = 0,
-              milli_neurons: int = 0, at: float | None = None) -> None:
-    """Add one upstream call to its day's hash (one round trip; raises RedisError)."""
-    pipe = r.pipeline(transaction=False)
-    queue_usage(pipe, namespace, target, simulated, ok=ok, prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens, milli_neurons=milli_neurons, at=at)
-    pipe.execute()
-
-
 def queue_usage(pipe: Any, namespace: str, target: str, simulated: bool, *, ok: bool,
                 prompt_tokens: int = 0, completion_tokens: int = 0, milli_neurons: int = 0,
                 at: float | None = None) -> None:
-    """The commands of :func:`add_usage`, queued on a pipeline the caller executes."""
+    """Add one upstream call to its day's hash: the commands, queued on a pipeline the
+    caller executes (with the job's own writes, or alone by :func:`record_usage`)."""
     key = usage_key(namespace, utc_day(at), simulated)
     pipe.hincrby(key, f"{target}{SEP}requests", 1)
     if ok:

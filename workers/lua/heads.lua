@@ -4,8 +4,7 @@
 -- Returns {job id, field count, field, value, ..., job id, 0, ...} (0: the job is gone).
 local out = {}
 for _, jid in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
-  local batch, index = string.match(jid, '^(.*):(%d+)$')
-  local fields = redis.call('HGETALL', ARGV[2] .. ':j:{' .. batch .. '}:' .. index)
+  local fields = redis.call('HGETALL', job_key(ARGV[2], jid))
   out[#out + 1] = jid
   out[#out + 1] = #fields
   for j = 1, #fields do out[#out + 1] = fields[j] end

@@ -18,14 +18,11 @@ if ARGV[4] == '1' then
   end
   if best then
     redis.call('ZREM', best_key, best)
-    local batch, index = string.match(best, '^(.*):(%d+)$')
-    local job_key = ARGV[3] .. ':j:{' .. batch .. '}:' .. index
-    local now = redis.call('TIME')
-    redis.call('ZADD', KEYS[1], tonumber(now[1]) + tonumber(now[2]) / 1e6, best)
-    redis.call('HSET', job_key, 'state', 'running', 'target', ARGV[2])
-    redis.call('HINCRBY', job_key, 'tries', 1)
+    local jkey = job_key(ARGV[3], best)
+    claim(jkey, KEYS[1], best, ARGV[2])
+    local batch = string.match(best, '^(.*):%d+$')
     local out = {best, redis.call('HGET', ARGV[3] .. ':b:{' .. batch .. '}', 'status') or ''}
-    local fields = redis.call('HGETALL', job_key)
+    local fields = redis.call('HGETALL', jkey)
     for j = 1, #fields do out[#out + 1] = fields[j] end
     return out
   end

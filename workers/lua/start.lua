@@ -9,10 +9,7 @@ if state and state ~= 'completed' and state ~= 'failed' and state ~= 'cancelled'
    and state ~= 'expired' then
   local sig = redis.call('HGET', KEYS[1], 'sig')
   if sig then redis.call('ZREM', ARGV[3] .. ':w:' .. sig, ARGV[1]) end
-  local now = redis.call('TIME')
-  redis.call('ZADD', KEYS[3], tonumber(now[1]) + tonumber(now[2]) / 1e6, ARGV[1])
-  redis.call('HSET', KEYS[1], 'state', 'running', 'target', ARGV[2])
-  redis.call('HINCRBY', KEYS[1], 'tries', 1)
+  claim(KEYS[1], KEYS[3], ARGV[1], ARGV[2])
 end
 local out = {batch[1] or '', batch[2] or '', batch[3] or ''}
 local fields = redis.call('HGETALL', KEYS[1])
