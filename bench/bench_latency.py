@@ -50,21 +50,16 @@ def celery_hop(warmup: int, samples: int, gap: float, threads: int) -> list[floa
     """ms from before ``apply_async`` to the start of a no-op task body, idle worker."""
     import os
 
-    from bench.common import BENCH_REDIS_URL, rclient
+    from bench.common import rclient
 
     flush_bench_db()
     os.environ["BENCH_NOOP_COUNTER"] = "bench:noop:done"
     from bench.noop_app import stamp
 
     r = rclient()
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "REDIS_URL": BENCH_REDIS_URL, "PYTHONPATH": root}
     try:
         with Workers(Path("."), new_namespace("hop"), "", tag="latency") as w:
-            w.start_raw("noop", [sys.executable, "-m", "celery", "-A", "bench.noop_app",
-                                 "worker", "-Q", "bench.noop", "-P", "threads", "-c",
-                                 str(threads), "-n", f"noop-{w.namespace}@bench", "-l", "warning",
-                                 "--without-gossip", "--without-mingle"], env=env)
+            w.start_noop("noop", threads)
             w.wait_ready(r)
             for i in range(warmup + samples):
                 stamp.apply_async(args=[time.time()], queue="bench.noop")

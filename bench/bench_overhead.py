@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    BENCH_REDIS_URL,
     Workers,
     cpu_seconds,
     flush_bench_db,
@@ -152,15 +151,10 @@ def run_celery(n: int, threads: int) -> dict:
     with app.producer_or_acquire() as producer:
         for _ in range(n):
             app.send_task("bench.noop", queue="bench.noop", producer=producer)
-    env = {**os.environ, "REDIS_URL": BENCH_REDIS_URL,
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     try:
         with Workers(Path("."), new_namespace("noop"), "", tag="overhead") as w:
             for i in range(2):
-                w.start_raw(f"noop{i}", [sys.executable, "-m", "celery", "-A", "bench.noop_app",
-                                         "worker", "-Q", "bench.noop", "-P", "threads", "-c",
-                                         str(threads), "-n", f"noop{i}@bench", "-l", "warning",
-                                         "--without-gossip", "--without-mingle"], env=env)
+                w.start_noop(f"noop{i}", threads)
             t0 = time.monotonic()
             samples = follow(lambda: int(r.get("bench:noop:done") or 0), n, timeout=600)
             cpu = sum(cpu_seconds(p) for p in w.pids())

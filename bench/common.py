@@ -12,7 +12,6 @@ import contextlib
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -227,6 +226,16 @@ class Workers:
         self.procs.append((name, proc))
         return proc
 
+    def start_noop(self, name: str, threads: int) -> subprocess.Popen[bytes]:
+        """The baseline: a plain Celery worker of ``bench.noop_app`` (the project's Celery
+        settings, no dispatch code), ``-P threads -c threads`` on the ``bench.noop`` queue."""
+        env = {**os.environ, "REDIS_URL": BENCH_REDIS_URL, "PYTHONPATH": str(ROOT)}
+        return self.start_raw(name, [
+            sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker", "-Q",
+            "bench.noop", "-P", "threads", "-c", str(threads), "-n",
+            f"{name}-{self.namespace}@bench", "-l", "warning", "--without-gossip",
+            "--without-mingle"], env=env)
+
     def pids(self) -> list[int]:
         return [p.pid for _, p in self.procs]
 
@@ -248,16 +257,9 @@ class Workers:
         raise RuntimeError(f"workers not ready after {timeout}s: {want - got}")
 
     def stop(self) -> None:
-        for _, proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        from dispatcher.local import stop_process_groups
+
+        stop_process_groups([proc for _, proc in self.procs])
         self.procs.clear()
 
     def __enter__(self) -> Workers:

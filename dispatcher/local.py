@@ -21,6 +21,22 @@ from types import TracebackType
 from dispatcher.embedded import EmbeddedRedis
 
 
+def stop_process_groups(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    """SIGTERM each process's group (started with ``start_new_session``: a worker and its
+    children), wait up to ``timeout`` in all, then SIGKILL what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
 class LocalStack:
     """Owns the processes and servers one command started."""
 
@@ -78,18 +94,7 @@ class LocalStack:
         return out
 
     def stop(self) -> None:
-        for _, proc, _ in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for _, proc, _ in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_groups([proc for _, proc, _ in self.procs])
         self.procs.clear()
         if self.simulator is not None:
             self.simulator.stop()

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dispatcher.local import stop_process_groups  # noqa: E402
 from tests.cluster import (  # noqa: E402 - after the path fix, for direct runs
     TEST_REDIS_URL,
     Cluster,
@@ -102,14 +102,7 @@ def start_flower(port: int, env: dict[str, str], log: Path,
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_process_groups([proc], timeout=10)
 
 
 def chromium(url: str, tmp: Path, screenshot: Path | None = None,

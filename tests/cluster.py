@@ -6,10 +6,8 @@ queues on the real Redis, calling the real HTTP simulator.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +17,8 @@ from typing import Any
 
 import redis
 import yaml
+
+from dispatcher.local import stop_process_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/3")
@@ -92,14 +92,7 @@ class Cluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in self.procs:
-            self._kill(proc, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._kill(proc, signal.SIGKILL)
-                proc.wait()
+        stop_process_groups(self.procs)
         if self.sim is not None:
             self.sim.stop()
         from workers.runtime import reset_runtime
@@ -108,11 +101,6 @@ class Cluster:
         os.environ.pop("DISPATCH_SIMULATOR_URL", None)
         for key in self.r.scan_iter(f"{self.namespace}*", count=1000):
             self.r.delete(key)
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen[bytes], sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
 
     def start_worker(self, *args: str, name: str | None = None) -> subprocess.Popen[bytes]:
         env = {**os.environ, "REDIS_URL": TEST_REDIS_URL,

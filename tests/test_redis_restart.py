@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from dispatcher.local import stop_process_groups
 from tests.cluster import ROOT, job_line, model, provider, write_config
 
 PORT = 6421
@@ -90,12 +90,7 @@ def test_batch_finishes_exactly_once_across_a_redis_restart(tmp_path):
         assert states == ["completed"] * 60
         assert sim.stats()["totals"]["over_limit"] == 0
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            worker.wait(timeout=15)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop_process_groups([worker])
         sim.stop()
         server.terminate()
         server.wait(timeout=10)
