@@ -48,10 +48,10 @@ def test_config_check_passes_on_the_shipped_config(runner: CliRunner) -> None:
     out = result.stdout
     assert str(SHIPPED) in out
     assert "\nOK\n" in out
-    assert "5 providers, 23 models" in out
+    assert "5 providers, 18 models" in out
     for tag in ("fast", "reasoning", "bulk", "vision"):
         assert f"  {tag} " in out
-    assert "reasoning  4 targets, 0 usable" in out
+    assert "reasoning  5 targets, 0 usable" in out
     for name in PROVIDERS:
         assert name in out
     assert "GROQ_API_KEY is not set" in out
@@ -65,7 +65,7 @@ def test_config_check_simulated_enables_everything(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     assert "every provider is enabled" in result.stdout
     assert "disabled providers: none" in result.stdout
-    assert "fast       2 targets, 2 usable" in result.stdout
+    assert "fast       3 targets, 3 usable" in result.stdout
 
 
 def test_config_check_reports_a_key_that_enables_a_provider(
@@ -75,7 +75,7 @@ def test_config_check_reports_a_key_that_enables_a_provider(
     result = runner.invoke(app, ["config", "check", "--config", str(SHIPPED)])
     assert result.exit_code == 0
     assert "GROQ_API_KEY" not in result.stdout
-    assert "fast       2 targets, 1 usable" in result.stdout
+    assert "fast       3 targets, 1 usable" in result.stdout
     assert FAKE_GROQ_KEY not in result.output
 
 
@@ -152,9 +152,9 @@ def test_providers_lists_every_provider_and_why_disabled(runner: CliRunner) -> N
         "MISTRAL_API_KEY",
     ):
         assert f"disabled: {var} is not set" in out
-    assert "meta-llama/llama-4-scout-17b-16e-instruct" in out
+    assert "qwen/qwen3.6-27b" in out
     assert "@cf/deepseek-ai/deepseek-r1-distill-qwen-32b" in out
-    assert "30 req/min · 14,400 req/day · 6,000 tok/min · 500,000 tok/day" in out
+    assert "30 req/min · 1,000 req/day · 8,000 tok/min · 200,000 tok/day" in out
     assert "10,000 neurons/day" in out
     assert "131,072" in out
 
@@ -168,7 +168,7 @@ def test_providers_shows_enabled_and_flags(
     scout = next(
         line
         for line in result.stdout.splitlines()
-        if "meta-llama/llama-4-scout-17b-16e-instruct" in line
+        if "qwen/qwen3.6-27b" in line
     )
     assert "vision" in scout and "enabled" in scout and "disabled" not in scout
     assert FAKE_GROQ_KEY not in result.output

@@ -246,6 +246,13 @@ class JobSettings(Strict):
     max_attempts: Annotated[int, Field(gt=0)] = 8
 
 
+class CatalogSettings(Strict):
+    check_every_s: Annotated[float, Field(ge=0)] = 3600.0
+    """Workers compare the catalog with the providers' model lists this often (0: off)."""
+    inline_image_max_bytes: Annotated[int, Field(gt=0)] = 4_000_000
+    """Largest http(s) image inlined as a data URI for a data-URI-only model."""
+
+
 class Settings(Strict):
     """``settings.yaml`` (optional): operational settings, documented in the README."""
 
@@ -253,5 +260,6 @@ class Settings(Strict):
     routing: RoutingSettings = RoutingSettings()
     quota: QuotaSettings = QuotaSettings()
     jobs: JobSettings = JobSettings()
+    catalog: CatalogSettings = CatalogSettings()
     prices: dict[str, Price] = {}
     """Paid-equivalent list prices by target (``provider/model``) for ``dispatch report``."""
