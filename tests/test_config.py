@@ -80,7 +80,10 @@ def test_shipped_routes_are_the_documented_ones() -> None:
         "openrouter/nvidia/nemotron-3-super-120b-a12b:free",
         "cloudflare/@cf/deepseek-ai/deepseek-r1-distill-qwen-32b",
     ]
-    assert cfg.routes["bulk"] == ["mistral/mistral-small-latest", "nvidia/meta/llama-3.3-70b-instruct"]
+    assert cfg.routes["bulk"] == [
+        "mistral/mistral-small-latest",
+        "nvidia/meta/llama-3.3-70b-instruct",
+    ]
     assert cfg.routes["vision"][0] == "cloudflare/@cf/google/gemma-4-26b-a4b-it"
     assert all(t.model.vision for t in cfg.route("vision"))
 
