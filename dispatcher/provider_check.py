@@ -9,6 +9,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from rich.markup import escape
 from rich.table import Table
 
 from dispatcher.config.secrets import redact
@@ -78,4 +79,72 @@ def check_table(rows: list[CheckRow], simulated: bool) -> Table:
         table.add_row(row.target, f"[{style}]{row.status}[/]",
                       f"{row.latency_ms:.0f}" if row.latency_ms is not None else "-",
                       row.detail, )
+    return table
+
+
+# ------------------------------------------------------------ dispatch providers --check
+
+
+def simulator_url() -> str | None:
+    """A running simulator: ``DISPATCH_SIMULATOR_URL``, else the one registered in Redis
+    (``REDIS_URL``, ``DISPATCH_NAMESPACE``) by ``dispatch run``/``up --simulate``."""
+    import os
+
+    env = os.environ.get("DISPATCH_SIMULATOR_URL")
+    if env:
+        return env.rstrip("/")
+    if not os.environ.get("REDIS_URL"):
+        return None
+    try:
+        from dispatcher.connect import redis_client
+        from workers.runtime import SIM_KEY
+
+        ns = os.environ.get("DISPATCH_NAMESPACE", "dispatch")
+        url = redis_client().get(f"{ns}:{SIM_KEY}")
+    except Exception:  # noqa: BLE001 - no registered simulator: start one instead
+        return None
+    return url.rstrip("/") if url else None
+
+
+def check_catalog(cfg, simulated: bool):
+    """Compare every enabled provider's list with ``cfg``; the simulator's when simulated
+    (a running one, else one started here for the check). Returns a CheckReport."""
+    from workers.providers.listing import check
+
+    if not simulated:
+        found = {name: (cfg.status(name).base_url, cfg.api_key(name))
+                 for name in cfg.providers if cfg.status(name).enabled}
+        return check(cfg, found, simulated=False)
+    url, sim = simulator_url(), None
+    if url is None:
+        from workers.simulator import Simulator
+
+        sim = Simulator(cfg).start()
+        url = sim.url
+    try:
+        found = {name: (f"{url}/{name}/v1", "simulated") for name in cfg.providers}
+        return check(cfg, found, simulated=True)
+    finally:
+        if sim is not None:
+            sim.stop()
+
+
+def catalog_table(report) -> Table:
+    """One row per provider: what is gone (routed loudly), what is new and free."""
+    title = "catalog check" + (" (SIMULATED)" if report.simulated else "")
+    table = Table(title=title)
+    for col in ("provider", "listed", "routed, no longer listed", "configured, no longer listed",
+                "free, not in the catalog"):
+        table.add_column(col, overflow="fold")
+    for p in report.providers:
+        if not p.fetched:
+            table.add_row(escape(p.provider), "[yellow]?[/]",
+                          f"[yellow]list not fetched: {escape(p.error or '')}[/]", "", "")
+            continue
+        new = ", ".join(p.new_free[:12]) + (f" (+{len(p.new_free) - 12})"
+                                            if len(p.new_free) > 12 else "")
+        table.add_row(escape(p.provider), str(p.listed),
+                      f"[bold red]{escape(', '.join(p.gone_routed))}[/]" if p.gone_routed
+                      else "[green]-[/]",
+                      escape(", ".join(p.gone_unrouted)) or "-", escape(new) or "-")
     return table

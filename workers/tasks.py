@@ -109,3 +109,4 @@ class Releaser(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(Releaser)
+import workers.catalog_watch  # noqa: E402,F401 - the periodic catalog check: task, bootstep, metric

@@ -76,9 +76,23 @@ def providers(
             "--test", help="Send a tiny request to each enabled model, under quota."
         ),
     ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Compare the configured models with what each enabled provider lists today "
+                 "(exit 4: a routed target is gone; 1: a list could not be fetched).",
+        ),
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="With --check: one JSON document on stdout.")
+    ] = False,
 ) -> None:
     """Each provider and model: context, output cap, flags, limits, enabled or why not."""
     cfg = load_or_exit(config, simulate=simulate)
+    if check:
+        catalog_check(cfg, simulate, json_out)
+        return
     if not test:
         Console().print(build_table(cfg))
         return
@@ -89,6 +103,31 @@ def providers(
         raise typer.Exit(2)
     if any(row.status != "ok" for row in rows):
         raise typer.Exit(1)
+
+
+def catalog_check(cfg: Config, simulate: bool, json_out: bool) -> None:
+    """``--check``: routed targets no longer listed first and loudly; exit per the report."""
+    import json
+    import sys
+
+    from dispatcher.provider_check import catalog_table, check_catalog
+
+    report = check_catalog(cfg, simulate)
+    if json_out:
+        sys.stdout.write(json.dumps(report.to_json()) + "\n")
+    else:
+        console = Console()
+        for target in report.to_json()["gone_routed"]:
+            console.print(f"[bold red]ROUTED TARGET GONE: {escape(target)} is no longer "
+                          "listed upstream; routes.yaml still sends jobs to it[/]")
+        if not report.providers:
+            console.print("no enabled provider to check: set a key variable, or add --simulate")
+        else:
+            console.print(catalog_table(report))
+    if not report.providers:
+        raise typer.Exit(2)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 def _run_checks(cfg: Config, simulate: bool) -> list[CheckRow]:

@@ -59,6 +59,10 @@ def register(app: typer.Typer) -> None:
         reply_tokens: Annotated[int, typer.Option(
             "--reply-tokens", min=1, help="Completion tokens per answer (capped by max_tokens).")
         ] = 32,
+        drop_model: Annotated[list[str] | None, typer.Option(
+            "--drop-model", metavar="PROVIDER/MODEL",
+            help="Act as if this configured model were retired upstream: not listed by "
+                 "GET /models, 404 when called (repeatable).")] = None,
     ) -> None:
         """The local provider simulator, for the configured providers (Ctrl-C to stop)."""
         from workers.simulator import Simulator
@@ -71,6 +75,13 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         sim = Simulator(cfg, host=host, port=port, latency=parse_latency_ms(latency_ms),
                         reply_tokens=reply_tokens)
+        for ref in drop_model or []:
+            provider, _, model = ref.partition("/")
+            try:
+                sim.drop_model(provider, model)
+            except ValueError as exc:
+                typer.echo(f"--drop-model {ref}: {exc}", err=True)
+                raise typer.Exit(2) from None
         try:
             sim.start()
         except OSError as exc:
@@ -80,6 +91,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"simulator listening on [bold]{sim.url}[/bold]")
         for name in cfg.providers:
             console.print(f"  {name:<12} base_url {sim.base_url(name)}")
+        for ref in sim.dropped():
+            console.print(f"  dropped      {ref} (not listed, 404 when called)")
         console.print(f"admin: {sim.url}/_sim/stats  (Ctrl-C to stop)")
         try:
             threading.Event().wait()

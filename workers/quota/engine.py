@@ -201,7 +201,7 @@ class QuotaEngine:
         prelude = (LUA_DIR / "prelude.lua").read_text(encoding="utf-8")
         self._scripts = {
             name: redis.register_script(_load(name, prelude))
-            for name in ("reserve", "reconcile", "shift", "observe", "cooldown", "status")
+            for name in ("reserve", "reconcile", "shift", "observe", "cooldown", "status", "lift")
         }
 
     # ----------------------------------------------------------------- plumbing
@@ -428,6 +428,13 @@ class QuotaEngine:
             seconds = calendar_period(per, target.provider_config.timezone, now).end - now
         self.cooldown(target, seconds, scope, reason or f"{per.value} quota spent")
         return seconds
+
+    def lift_cooldown(self, target: Target, reason: str, scope: str = SCOPE_MODEL) -> bool:
+        """End the model's (or provider's) cooldown now, only if ``reason`` set it (the
+        catalog check reopens a model listed again; other pauses stay). True if lifted."""
+        plan = self._plan(target)
+        field = plan.cool_field if scope == SCOPE_MODEL else "p"
+        return int(self._eval("lift", [plan.cool_key], [field, reason.replace("\n", " ")])) == 1
 
     def cooldown_of(self, target: Target) -> tuple[float, str | None]:
         """Seconds until the target's model and provider cooldowns end, and the reason."""

@@ -1,7 +1,9 @@
 """One local HTTP server that stands in for every configured provider.
 
     POST /{provider}/v1/chat/completions     GET /{provider}/v1/models
+    GET /{provider}/v1/key  (OpenRouter dialect: the free requests of the day)
     GET /_sim/stats   POST /_sim/reset   POST /_sim/inject   POST /_sim/latency
+    POST /_sim/drop   ({"provider", "model", "restore": false}: a model retired upstream)
 
 Standard library only (ThreadingHTTPServer, HTTP/1.1 keep-alive, daemon threads): a
 sleeping thread per in-flight request is cheap, so ~100 concurrent requests with
@@ -69,6 +71,7 @@ class Simulator:
         self._targets = {t.key: t for t in config.targets()}
         self._stats: dict[str, Counter[str]] = {}
         self._totals: Counter[str] = Counter()
+        self._dropped: set[str] = set()
         self._stop = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -130,6 +133,28 @@ class Simulator:
             raise ValueError(f"unknown model {model!r} of provider {provider!r}")
         self.faults.add(provider, Fault(kind, model, retry_after), count)
 
+    def drop_model(self, provider: str, model: str, restore: bool = False) -> None:
+        """Retire a configured model upstream: no longer listed by ``GET /models``, and
+        answered 404 ``model_not_found`` like a decommissioned one (``restore`` undoes it)."""
+        pc = self.config.providers.get(provider)
+        if pc is None:
+            raise ValueError(f"unknown provider {provider!r}")
+        if pc.model(model) is None:
+            raise ValueError(f"unknown model {model!r} of provider {provider!r}")
+        with self._lock:
+            (self._dropped.discard if restore else self._dropped.add)(f"{provider}/{model}")
+
+    def dropped(self) -> list[str]:
+        """The targets dropped so far (``provider/model``)."""
+        with self._lock:
+            return sorted(self._dropped)
+
+    def listed(self, provider: str) -> list[str]:
+        """The model ids ``GET /{provider}/v1/models`` lists: configured minus dropped."""
+        pc = self.config.providers[provider]
+        with self._lock:
+            return [m.id for m in pc.models if f"{provider}/{m.id}" not in self._dropped]
+
     def reset(self) -> None:
         """Forget all counters, quota windows and pending faults."""
         with self._lock:
@@ -159,6 +184,7 @@ class Simulator:
             "limits": self.ledger.stats(),
             "totals": totals,
             "pending_faults": self.faults.pending(),
+            "dropped": self.dropped(),
         }
 
     def _count(self, target: str | None, **inc: float) -> None:
@@ -176,7 +202,7 @@ class Simulator:
         provider, rest = parts[0], "/".join(parts[1:])
         pc = self.config.providers.get(provider)
         route = (method, rest)
-        if route not in (("POST", "v1/chat/completions"), ("GET", "v1/models")):
+        if route not in (("POST", "v1/chat/completions"), ("GET", "v1/models"), ("GET", "v1/key")):
             return _not_found(f"Unknown request URL: {method} {path}", "unknown_url")
         if pc is None:
             self._count(None, received=1, rejected=1)
@@ -185,10 +211,15 @@ class Simulator:
         if not headers.get("authorization", "").lower().startswith("bearer "):
             self._count(None, received=1, rejected=1)
             return dialect.error("auth", "Invalid API Key: no Authorization: Bearer header")
+        if route == ("GET", "v1/key"):
+            return self._key(provider)
         if method == "GET":
+            listed = set(self.listed(provider))
             return Answer(200, {"object": "list", "data": [
                 {"id": m.id, "object": "model", "created": 0, "owned_by": provider,
-                 "context_window": m.context_window} for m in pc.models]})
+                 "context_window": m.context_window, "pricing": {"prompt": "0",
+                                                                 "completion": "0"}}
+                for m in pc.models if m.id in listed]})
         try:
             body = json.loads(raw or b"null")
         except ValueError:
@@ -202,6 +233,10 @@ class Simulator:
                               "access to it.")
         target = f"{provider}/{model.id}"
         self._count(target, received=1)
+        if target in self.dropped():
+            self._count(target, rejected=1)
+            return _not_found(f"The model `{model.id}` has been decommissioned and is no "
+                              "longer supported.", "model_decommissioned")
         request_id = uuid.uuid4().hex[:24]
         answer = self._chat(target, provider, model.id, body, dialect, request_id)
         if not answer.hold:
@@ -236,6 +271,23 @@ class Simulator:
         answer.headers.update(dialect.success_headers(self.ledger.views(target)))
         return answer
 
+    def _key(self, provider: str) -> Answer:
+        """OpenRouter's ``GET /api/v1/key``: the provider's requests/day limit and what this
+        simulator received (the day being its lifetime, or since the last reset)."""
+        pc = self.config.providers[provider]
+        if pc.dialect != "openrouter":
+            return _not_found(f"Unknown request URL: GET /{provider}/v1/key", "unknown_url")
+        daily = [lim.limit for lim in pc.limits
+                 if lim.unit.value == "requests" and lim.per.value == "day"]
+        limit = min(daily) if daily else 50
+        with self._lock:
+            used = sum(int(c["received"]) for key, c in self._stats.items()
+                       if key.partition("/")[0] == provider)
+        return Answer(200, {"data": {"label": "simulated", "is_free_tier": True,
+                                     "free_model_daily_requests": {
+                                         "used": used, "limit": limit,
+                                         "remaining": max(0, limit - used)}}})
+
     def _sleep_latency(self) -> None:
         with self._lock:
             low, high = self._latency
@@ -259,6 +311,9 @@ class Simulator:
                 self.inject(data["provider"], data["kind"], int(data.get("count", 1)),
                             data.get("model"), data.get("retry_after"))
                 return Answer(200, {"ok": True, "pending": self.faults.pending()})
+            if method == "POST" and what == "drop":
+                self.drop_model(data["provider"], data["model"], bool(data.get("restore")))
+                return Answer(200, {"ok": True, "dropped": self.dropped()})
             if method == "POST" and what == "latency":
                 low = float(data.get("min_ms", 0)) / 1000
                 self.set_latency(low, float(data.get("max_ms", low * 1000)) / 1000)
