@@ -26,6 +26,7 @@ import redis
 
 from dispatcher.config.secrets import redact
 from workers import attempt, metrics
+from workers.providers.images import ImageInlineError
 from workers.providers.outcomes import (
     JobRejected,
     RateLimited,
@@ -184,7 +185,10 @@ class Caller:
         target = cfg.target(target_key)
         quota = rt.quota(job.simulated)
         pc = target.provider_config
-        ready = attempt.prepare(rt, target, job.body, job.simulated)
+        try:
+            ready = attempt.prepare(rt, target, job.body, job.simulated)
+        except ImageInlineError as exc:  # this target cannot take the image: route elsewhere
+            return self._requeue(job, (target_key,), None, str(exc))
         windows = {k: cfg.target(k).model.context_window for k in job.remaining_targets}
         horizon = cfg.settings.routing.horizon_s
         retries_here = 0

@@ -278,11 +278,34 @@ class CloudflareAdapter(Adapter):
         {'choices': []}
     """
 
+    inline_images: bool = True
+    """Fetch http(s) images and send them as data URIs (Llama 4 Scout takes no URLs)."""
+
+    def prepare(self, body: dict[str, Any], model_id: str, max_tokens: int) -> dict[str, Any]:
+        """As every provider, plus http(s) images inlined (capped by the setting
+        ``catalog.inline_image_max_bytes``; raises ImageInlineError beyond it)."""
+        from workers.providers.images import inline_images
+
+        out = super().prepare(body, model_id, max_tokens)
+        return inline_images(out, _inline_cap()) if self.inline_images else out
+
     def _unwrap(self, body: dict[str, Any]) -> dict[str, Any]:
         result = body.get("result")
         if "choices" not in body and body.get("success") is not False and isinstance(result, dict):
             return result
         return body
+
+
+def _inline_cap() -> int:
+    """The configured inline-image cap of this process (the default outside a worker)."""
+    from workers.providers.images import DEFAULT_MAX_BYTES
+
+    try:
+        from workers.runtime import get_runtime
+
+        return get_runtime().config.settings.catalog.inline_image_max_bytes
+    except Exception:  # noqa: BLE001 - no runtime (a bare adapter): the documented default
+        return DEFAULT_MAX_BYTES
 
 
 ADAPTERS: dict[str, Adapter] = {
