@@ -148,3 +148,23 @@ def catalog_table(report) -> Table:
                       else "[green]-[/]",
                       escape(", ".join(p.gone_unrouted)) or "-", escape(new) or "-")
     return table
+
+
+def closed_models(cfg, simulated: bool) -> list[str]:
+    """Models the catalog check closed ("not listed upstream"), read from Redis; empty
+    when no cluster is configured or reachable (the listing must work without one)."""
+    import os
+
+    if not os.environ.get("REDIS_URL"):
+        return []
+    try:
+        from dispatcher.catalog_check import NOT_LISTED
+        from dispatcher.connect import redis_client
+        from workers.quota.engine import QuotaEngine
+
+        engine = QuotaEngine(redis_client(), cfg,
+                             namespace=os.environ.get("DISPATCH_NAMESPACE") or "dispatch",
+                             simulated=simulated)
+        return [t.key for t in cfg.targets() if engine.cooldown_of(t)[1] == NOT_LISTED]
+    except Exception:  # noqa: BLE001 - a listing never fails for want of Redis
+        return []

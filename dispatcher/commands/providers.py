@@ -95,6 +95,7 @@ def providers(
         return
     if not test:
         Console().print(build_table(cfg))
+        print_closed(cfg, simulate)
         return
     rows = _run_checks(cfg, simulate)
     Console().print(check_table(rows, simulate))
@@ -103,6 +104,14 @@ def providers(
         raise typer.Exit(2)
     if any(row.status != "ok" for row in rows):
         raise typer.Exit(1)
+
+
+def print_closed(cfg: Config, simulate: bool) -> None:
+    """Models the workers' catalog check closed, under the listing (stderr: data stays clean)."""
+    from dispatcher.provider_check import closed_models
+
+    for key in closed_models(cfg, simulate):
+        typer.echo(f"closed: {key} (not listed upstream; reopens when listed again)", err=True)
 
 
 def catalog_check(cfg: Config, simulate: bool, json_out: bool) -> None:
