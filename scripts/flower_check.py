@@ -245,7 +245,9 @@ def check_api(d: Demo) -> dict[str, Any]:
     for cid in d.custom_ids:
         assert shows(shown, "custom_id", cid), (cid, shown)
     # pump tasks appear only when jobs are left waiting (the submitter hands out the rest)
-    assert {t.get("name") for t in tasks.values()} <= {"dispatch.call", "dispatch.pump"}, tasks
+    # (and the workers' periodic catalog check, docs/configuration.md#catalog)
+    assert {t.get("name") for t in tasks.values()} <= {"dispatch.call", "dispatch.pump",
+                                                       "dispatch.catalog_check"}, tasks
     queues = httpx.get(f"{d.url}/api/queues/length", auth=d.auth, timeout=20).json()
     names = {q["name"]: q["messages"] for q in queues.get("active_queues", [])}
     for q in expected_queues():
