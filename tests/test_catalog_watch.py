@@ -184,3 +184,93 @@ def test_workers_close_an_unlisted_model_route_past_it_and_reopen_it(tmp_path: P
         _wait(lambda: engine.cooldown_of(m1)[0] == 0, what="a/m1 reopened")
         lines = cluster.wait(cluster.submit([job_line("again", "fast")]))
         assert lines[0]["dispatch"]["provider"] == "a"
+
+
+class _Cloudflare(BaseHTTPRequestHandler):
+    """Workers AI's model search: two pages in the v4 envelope; needs the bearer token."""
+
+    token = "cf-test-token-0123456789abcdef"
+
+    def do_GET(self) -> None:  # noqa: N802
+        from urllib.parse import parse_qs, urlparse
+
+        url = urlparse(self.path)
+        if self.headers.get("authorization") != f"Bearer {self.token}":
+            status, doc = 403, {"success": False, "errors": [{"code": 10000,
+                                                              "message": "Authentication error"}]}
+        elif url.path != "/client/v4/accounts/ACC/ai/models/search":
+            status, doc = 404, {"success": False, "errors": [{"message": "no route"}]}
+        else:
+            page = int(parse_qs(url.query)["page"][0])
+            names = [["@cf/a", "@cf/b"], ["@cf/c"]][page - 1]
+            status, doc = 200, {"success": True, "result": [{"id": f"uuid-{n}", "name": n}
+                                                            for n in names],
+                                "result_info": {"page": page, "per_page": 2, "total_count": 3}}
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_live_check_reads_cloudflare_model_search_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Cloudflare)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        neurons = {"input_per_million": 1, "output_per_million": 1}
+        cfg_dir = write_config(tmp_path / "cfg", {"cloudflare": provider(
+            model("@cf/a", neurons=neurons), model("@cf/gone", neurons=neurons),
+            dialect="cloudflare", api_key_env="CF_TEST_TOKEN",
+            base_url=f"http://127.0.0.1:{port}/client/v4/accounts/${{CF_TEST_ACCOUNT}}/ai/v1",
+            limits=[{"unit": "neurons", "limit": 10000, "per": "day"}])},
+            {"fast": ["cloudflare/@cf/gone"], "bulk": ["cloudflare/@cf/a"]})
+        monkeypatch.setenv("CF_TEST_ACCOUNT", "ACC")
+        monkeypatch.setenv("CF_TEST_TOKEN", _Cloudflare.token)
+        result = CliRunner().invoke(app, ["providers", "--check", "--json",
+                                          "--config", str(cfg_dir)])
+        assert result.exit_code == 4, result.output
+        cf = json.loads(result.stdout)["providers"][0]
+        assert cf["gone_routed"] == ["@cf/gone"] and cf["listed"] == 3
+        assert cf["new_free"] == ["@cf/b", "@cf/c"]  # the second page was read too
+        monkeypatch.setenv("CF_TEST_TOKEN", "wrong-token-0123456789")
+        denied = CliRunner().invoke(app, ["providers", "--check", "--json",
+                                          "--config", str(cfg_dir)])
+        assert denied.exit_code == 1 and "HTTP 403" in denied.stdout
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_openrouter_reported_usage_only_tightens(tmp_path: Path) -> None:
+    from workers.catalog_watch import observe_openrouter
+
+    providers = {"orr": provider(model("f1:free"), dialect="openrouter",
+                                 limits=[{"unit": "requests", "limit": 50, "per": "day"}])}
+    cfg_dir = write_config(tmp_path / "cfg", providers, {"fast": ["orr/f1:free"]})
+    with Cluster(cfg_dir, tmp_path) as cluster:
+        from workers.quota.costs import Cost
+        from workers.runtime import get_runtime
+
+        rt = get_runtime()
+        engine = rt.quota(True)
+        target = rt.config.target("orr/f1:free")
+        for _ in range(20):  # we sent 20 today; OpenRouter saw only 3 of them so far
+            assert engine.reserve(target, Cost(1, 0, 0)).granted
+        for _ in range(3):
+            cluster.sim._count("orr/f1:free", received=1)
+        base = f"{cluster.sim.url}/orr/v1"
+        assert observe_openrouter(engine, rt.config, base, "simulated") == 47
+        day = next(s for s in engine.snapshot() if s.per == "day")
+        assert day.used == 20  # looser report: our stricter count stands
+        for _ in range(30):
+            cluster.sim._count("orr/f1:free", received=1)
+        assert observe_openrouter(engine, rt.config, base, "simulated") == 17
+        day = next(s for s in engine.snapshot() if s.per == "day")
+        assert day.used == 33 and day.remaining == 17  # tighter report: adopted

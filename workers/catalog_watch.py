@@ -127,15 +127,20 @@ def catalog_check(simulated: bool = False) -> dict[str, Any]:
     return run_once(get_runtime(), simulated)
 
 
-def lock_key(namespace: str, simulated: bool) -> str:
-    return f"{namespace}:catalog:lock:{'sim' if simulated else 'live'}"
+def lock_key(namespace: str, simulated: bool, simulator: str | None = None) -> str:
+    """One lock per mode; per simulator in simulate mode (a new simulator is checked at
+    once, whatever the previous one's period)."""
+    if not simulated:
+        return f"{namespace}:catalog:lock:live"
+    return f"{namespace}:catalog:lock:sim:{simulator or ''}"
 
 
 def due(rt, simulated: bool) -> bool:
     """Take this period's check for the deployment (SET NX): True for one process only."""
     every = rt.config.settings.catalog.check_every_s
     ttl_ms = max(500, int(every * 1000) - 1000)
-    return bool(rt.r.set(lock_key(rt.namespace, simulated), "1", nx=True, px=ttl_ms))
+    key = lock_key(rt.namespace, simulated, rt.simulator_url() if simulated else None)
+    return bool(rt.r.set(key, "1", nx=True, px=ttl_ms))
 
 
 class CatalogWatch(bootsteps.StartStopStep):
