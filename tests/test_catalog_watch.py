@@ -86,12 +86,17 @@ def test_simulator_drop_flag_and_admin_hook(shipped_sim) -> None:
     assert refused.exit_code == 2 and "--drop-model groq/nope: unknown model" in refused.output
 
 
-class _Echo(BaseHTTPRequestHandler):
-    """A provider that refuses every list and echoes the Authorization header back."""
+class _JsonServer(BaseHTTPRequestHandler):
+    """A real local provider: ``answer(path, headers)`` -> ``(status, JSON document)``."""
+
+    def answer(self, path: str, headers) -> tuple[int, dict]:
+        raise NotImplementedError
 
     def do_GET(self) -> None:  # noqa: N802
-        body = json.dumps({"error": f"bad key {self.headers.get('authorization')}"}).encode()
-        self.send_response(401)
+        status, doc = self.answer(self.path, self.headers)
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -100,11 +105,23 @@ class _Echo(BaseHTTPRequestHandler):
         pass
 
 
+def _serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class _Echo(_JsonServer):
+    """A provider that refuses every list and echoes the Authorization header back."""
+
+    def answer(self, path: str, headers) -> tuple[int, dict]:
+        return 401, {"error": f"bad key {headers.get('authorization')}"}
+
+
 def test_unfetchable_list_exits_1_redacts_the_key_and_closes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _serve(_Echo)
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}/v1"
         cfg_dir = write_config(tmp_path / "cfg", {
@@ -186,42 +203,30 @@ def test_workers_close_an_unlisted_model_route_past_it_and_reopen_it(tmp_path: P
         assert lines[0]["dispatch"]["provider"] == "a"
 
 
-class _Cloudflare(BaseHTTPRequestHandler):
+class _Cloudflare(_JsonServer):
     """Workers AI's model search: two pages in the v4 envelope; needs the bearer token."""
 
     token = "cf-test-token-0123456789abcdef"
 
-    def do_GET(self) -> None:  # noqa: N802
+    def answer(self, path: str, headers) -> tuple[int, dict]:
         from urllib.parse import parse_qs, urlparse
 
-        url = urlparse(self.path)
-        if self.headers.get("authorization") != f"Bearer {self.token}":
-            status, doc = 403, {"success": False, "errors": [{"code": 10000,
-                                                              "message": "Authentication error"}]}
-        elif url.path != "/client/v4/accounts/ACC/ai/models/search":
-            status, doc = 404, {"success": False, "errors": [{"message": "no route"}]}
-        else:
-            page = int(parse_qs(url.query)["page"][0])
-            names = [["@cf/a", "@cf/b"], ["@cf/c"]][page - 1]
-            status, doc = 200, {"success": True, "result": [{"id": f"uuid-{n}", "name": n}
-                                                            for n in names],
-                                "result_info": {"page": page, "per_page": 2, "total_count": 3}}
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
+        url = urlparse(path)
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return 403, {"success": False, "errors": [{"code": 10000,
+                                                       "message": "Authentication error"}]}
+        if url.path != "/client/v4/accounts/ACC/ai/models/search":
+            return 404, {"success": False, "errors": [{"message": "no route"}]}
+        page = int(parse_qs(url.query)["page"][0])
+        names = [["@cf/a", "@cf/b"], ["@cf/c"]][page - 1]
+        return 200, {"success": True, "result": [{"id": f"uuid-{n}", "name": n} for n in names],
+                     "result_info": {"page": page, "per_page": 2, "total_count": 3}}
 
 
 def test_live_check_reads_cloudflare_model_search_pages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Cloudflare)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _serve(_Cloudflare)
     try:
         port = server.server_address[1]
         neurons = {"input_per_million": 1, "output_per_million": 1}
