@@ -129,6 +129,36 @@ def check_catalog(cfg, simulated: bool):
             sim.stop()
 
 
+CATALOG_COLUMNS = ("provider", "finding", "model")
+
+
+def catalog_rows(report) -> list[tuple[str, str, str]]:
+    """One row per finding (routed ones first): ``gone_routed``, ``gone``, ``new_free``, or
+    ``unfetched`` with the reason; a provider with nothing to say gets an ``ok`` row."""
+    rows: list[tuple[str, str, str]] = []
+    for p in report.providers:
+        rows += [(p.provider, "gone_routed", m) for m in p.gone_routed]
+    for p in report.providers:
+        if not p.fetched:
+            rows.append((p.provider, "unfetched", p.error or ""))
+            continue
+        rows += [(p.provider, "gone", m) for m in p.gone_unrouted]
+        rows += [(p.provider, "new_free", m) for m in p.new_free]
+        if not (p.gone_routed or p.gone_unrouted or p.new_free):
+            rows.append((p.provider, "ok", f"{p.listed} listed"))
+    return rows
+
+
+def catalog_tsv(report) -> str:
+    """Tab-separated rows with a header line (stdout that is not a terminal)."""
+    def clean(v: str) -> str:
+        return v.replace("\t", " ").replace("\n", " ")
+
+    lines = ["\t".join(CATALOG_COLUMNS)]
+    lines += ["\t".join(clean(v) for v in row) for row in catalog_rows(report)]
+    return "\n".join(lines) + "\n"
+
+
 def catalog_table(report) -> Table:
     """One row per provider: what is gone (routed loudly), what is new and free."""
     title = "catalog check" + (" (SIMULATED)" if report.simulated else "")

@@ -46,10 +46,12 @@ def test_check_names_a_dropped_routed_model_and_exits_4(shipped_sim) -> None:
     shipped_sim.drop_model("nvidia", "meta/llama-3.2-90b-vision-instruct")  # not routed
     result = _check(shipped_sim.url)
     assert result.exit_code == 4, result.output
-    assert "ROUTED TARGET GONE: groq/openai/gpt-oss-20b" in result.stdout
-    assert "meta/llama-3.2-90b-vision-instruct" in result.stdout
-    first = result.stdout.index("ROUTED TARGET GONE")
-    assert first < result.stdout.index("catalog check")  # routed ones first, loudly
+    assert "ROUTED TARGET GONE: groq/openai/gpt-oss-20b" in result.stderr  # loudly
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert rows[0] == ["provider", "finding", "model"]
+    assert rows[1] == ["groq", "gone_routed", "openai/gpt-oss-20b"]  # routed ones first
+    assert ["nvidia", "gone", "meta/llama-3.2-90b-vision-instruct"] in rows
+    assert all(len(row) == 3 for row in rows)
 
     doc = json.loads(_check(shipped_sim.url, "--json").stdout)
     assert doc["exit_code"] == 4 and doc["gone_routed"] == ["groq/openai/gpt-oss-20b"]

@@ -115,26 +115,27 @@ def print_closed(cfg: Config, simulate: bool) -> None:
 
 
 def catalog_check(cfg: Config, simulate: bool, json_out: bool) -> None:
-    """``--check``: routed targets no longer listed first and loudly; exit per the report."""
+    """``--check``: routed targets no longer listed first and loudly (stderr); the report
+    as JSON, a table on a terminal, else tab-separated rows; exit per the report."""
     import json
     import sys
 
-    from dispatcher.provider_check import catalog_table, check_catalog
+    from dispatcher.provider_check import catalog_table, catalog_tsv, check_catalog
 
     report = check_catalog(cfg, simulate)
+    for target in report.to_json()["gone_routed"]:
+        typer.secho(f"ROUTED TARGET GONE: {target} is no longer listed upstream; "
+                    "routes.yaml still sends jobs to it", fg="red", bold=True, err=True)
+    if not report.providers:
+        typer.echo("no enabled provider to check: set a key variable, or add --simulate",
+                   err=True)
+        raise typer.Exit(2)
     if json_out:
         sys.stdout.write(json.dumps(report.to_json()) + "\n")
+    elif sys.stdout.isatty():
+        Console().print(catalog_table(report))
     else:
-        console = Console()
-        for target in report.to_json()["gone_routed"]:
-            console.print(f"[bold red]ROUTED TARGET GONE: {escape(target)} is no longer "
-                          "listed upstream; routes.yaml still sends jobs to it[/]")
-        if not report.providers:
-            console.print("no enabled provider to check: set a key variable, or add --simulate")
-        else:
-            console.print(catalog_table(report))
-    if not report.providers:
-        raise typer.Exit(2)
+        sys.stdout.write(catalog_tsv(report))
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 
