@@ -281,3 +281,32 @@ def test_openrouter_reported_usage_only_tightens(tmp_path: Path) -> None:
         assert observe_openrouter(engine, rt.config, base, "simulated") == 17
         day = next(s for s in engine.snapshot() if s.per == "day")
         assert day.used == 33 and day.remaining == 17  # tighter report: adopted
+
+
+def test_only_a_not_listed_closure_is_lifted(tmp_path: Path) -> None:
+    """Reopening a model listed again never lifts another pause (a 429, a key rejected)."""
+    import uuid
+
+    import redis as redis_lib
+
+    from tests.cluster import TEST_REDIS_URL
+    from workers.quota.engine import QuotaEngine
+
+    cfg_dir = write_config(tmp_path / "cfg", {"a": provider(model("m1"), model("m2"))},
+                           {"fast": ["a/m1"]})
+    cfg = load_config(cfg_dir, simulate=True)
+    r = redis_lib.Redis.from_url(TEST_REDIS_URL)
+    ns = "t" + uuid.uuid4().hex[:8]
+    engine = QuotaEngine(r, cfg, namespace=ns, simulated=True)
+    m1, m2 = cfg.target("a/m1"), cfg.target("a/m2")
+    try:
+        engine.cooldown(m1, 600, "model", "429 from upstream")
+        engine.cooldown(m2, 600, "model", NOT_LISTED)
+        assert not engine.lift_cooldown(m1, NOT_LISTED)
+        assert engine.cooldown_of(m1)[1] == "429 from upstream"
+        assert engine.lift_cooldown(m2, NOT_LISTED)
+        assert engine.cooldown_of(m2)[0] == 0
+        assert not engine.lift_cooldown(m2, NOT_LISTED)  # nothing left to lift
+    finally:
+        for key in r.scan_iter(f"{ns}*"):
+            r.delete(key)
