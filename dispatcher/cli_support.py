@@ -103,3 +103,33 @@ def output_problem(path: Path) -> str | None:
     if path.exists():
         return None if os.access(path, os.W_OK) else "the file is not writable"
     return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
+
+
+def plain_help() -> None:
+    """Help texts a person can read: no Python types and no double brackets.
+
+    This typer shows each parameter's Python type (``<bool>``, ``<str>``, ``<path>``) and
+    wraps argument names in the usage line (``{IN.jsonl}``, ``[[BATCH]]``). Here flags show
+    nothing, an option its metavar (else its name in capitals), an argument its name, and
+    the usage line says ``IN.jsonl`` and ``[BATCH]``."""
+    from typer import core
+
+    def option_type(self, ctx) -> str | None:
+        if self.metavar is not None:
+            return self.metavar or None
+        if self.is_flag or self.count:
+            return None
+        return (self.name or "value").upper()
+
+    def argument_type(self, ctx) -> str | None:
+        return None
+
+    def usage_name(self) -> str:
+        name = self.display_name_raw
+        if not self.required and not name.startswith("["):
+            name = f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    core.TyperOption.display_type_rich = option_type
+    core.TyperArgument.display_type_rich = argument_type
+    core.TyperArgument._usage_display_name = usage_name

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatcher.embedded import pid_alive
 from tests.cluster import ROOT, TEST_REDIS_URL, Cluster, job_line, model, provider, write_config
 
 
@@ -159,7 +160,7 @@ def test_providers_test_sends_one_request_per_usable_model_under_quota(tmp_path)
     out = proc.stdout
     assert "beta/b1" in out and "Simulated reply" in out
     # alpha allows one request a day: one model answers, the other is refused before sending
-    assert "no quota" in out and "1 requests/day" in out
+    assert "no quota" in out and "1 request/day" in out
     assert proc.returncode == 1  # not every model answered
     none = dispatch("providers", "--test", "--config", str(cfg), env=clean_env(tmp_path))
     assert none.returncode == 2 and "--simulate" in none.stderr
@@ -199,15 +200,17 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
         env=clean_env(tmp_path))
     deadline = time.monotonic() + 60
     state = tmp_path / "state" / "redis"
-    while time.monotonic() < deadline and not list(state.glob("*.port")):
+    while time.monotonic() < deadline and not (state / "server.json").exists():
         time.sleep(0.1)
+    server = json.loads((state / "server.json").read_text())
     time.sleep(4.0)  # one job done, two waiting for the next minute's quota
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "dispatch run --resume batch_" in err
     assert "Traceback" not in err
-    assert not list(state.glob("*.port")), "the embedded Redis was not stopped"
+    assert not (state / "server.json").exists(), "the embedded Redis was not stopped"
+    assert not pid_alive(server["pid"])
 
 
 def test_deadline_expires_jobs_that_cannot_get_quota_in_time(tmp_path):

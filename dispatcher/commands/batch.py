@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def status(
-        batch: str = typer.Argument(None, metavar="[BATCH]", show_default=False,
+        batch: str = typer.Argument(None, metavar="BATCH", show_default=False,
                                     help="A batch id (default: the 20 most recent)."),
         as_json: JsonOption = False,
         config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
@@ -127,7 +127,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def cancel(
         batch: str = typer.Argument(..., metavar="BATCH"),
-        config: str = typer.Option(None, "--config"),
+        config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
+                                   help="Configuration directory."),
     ) -> None:
         """Stop a batch: waiting jobs end as cancelled; running calls finish."""
         rt = _runtime(config)

@@ -55,10 +55,11 @@ def register(app: typer.Typer) -> None:
         simulate: bool = typer.Option(False, "--simulate",
                                       help="Every provider is the local simulator."),
         flower: bool = typer.Option(True, "--flower/--no-flower", help="Start Flower."),
-        flower_port: int = typer.Option(5555, "--flower-port"),
+        flower_port: int = typer.Option(5555, "--flower-port", metavar="PORT"),
         beat: bool = typer.Option(True, "--beat/--no-beat", help="Start beat (schedules)."),
-        loglevel: str = typer.Option("info", "--loglevel", "-l"),
-        config: str = typer.Option(None, "--config", help="Configuration directory."),
+        loglevel: str = typer.Option("info", "--loglevel", "-l", metavar="LEVEL"),
+        config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
+                                   help="Configuration directory."),
     ) -> None:
         """Run Redis (if needed), routers, provider workers, beat and Flower until Ctrl-C."""
         cfg = load_or_exit(config, simulate=simulate)
