@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import IO
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 SERVER_FILE = "server.json"
 LOCK_TIMEOUT_S = 60.0
@@ -64,18 +66,29 @@ def _free_port() -> int:
 
 
 def pid_alive(pid: int) -> bool:
+    """The process runs (a zombie does not: the server daemonizes, so once it exits it
+    waits for init to reap it, which some container inits do late)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): the signal test is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _client(port: int, timeout: float) -> redis.Redis:
+    """No retries: a server that is gone must be found gone at once."""
+    return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=timeout,
+                       socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
 
 def _ping(port: int, timeout: float = 1.0) -> bool:
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=timeout,
-                         socket_timeout=timeout)
+    client = _client(port, timeout)
     try:
         return bool(client.ping())
     except redis.BusyLoadingError:
@@ -144,8 +157,7 @@ def _read_pid(pidfile: Path) -> int:
 
 def shutdown_server(info: ServerInfo, timeout: float = 15.0) -> None:
     """SHUTDOWN (the AOF is flushed), wait for the process to go; TERM, then KILL."""
-    client = redis.Redis(host="127.0.0.1", port=info.port, socket_connect_timeout=2,
-                         socket_timeout=timeout)
+    client = _client(info.port, timeout)
     with contextlib.suppress(redis.RedisError):
         client.shutdown()
     client.close()
