@@ -58,7 +58,8 @@ def require_redis() -> str:
         fail(f"the embedded Redis of {state}/ did not start: {exc}", EXIT_INFRA)
     if server.started:
         err.print(f"note: no `dispatch up` or `dispatch run` is using {state}/ now; its "
-                  "embedded Redis was started for this command only", highlight=False)
+                  "embedded Redis was started for this command only", highlight=False,
+                  soft_wrap=True)
     return os.environ["REDIS_URL"]
 
 

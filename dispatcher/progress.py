@@ -135,7 +135,10 @@ def summary_table(rt, batch: str) -> Table:
             row["lat"].append(float(d["latency_ms"]))
     table = Table(title=f"batch {batch}")
     for col in ("provider/model", "jobs", "failed", "tokens", "p50 ms", "p95 ms"):
-        table.add_column(col, justify="left" if col == "provider/model" else "right")
+        if col == "provider/model":  # folded, never cut: a model id must stay whole
+            table.add_column(col, overflow="fold")
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
     for key, row in sorted(rows.items()):
         lat = sorted(row["lat"])
         p50 = f"{lat[len(lat) // 2]:.0f}" if lat else "-"

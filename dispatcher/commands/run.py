@@ -126,7 +126,7 @@ def _run(cfg, specs, output: Path, flag: bool | None, workers: str, deadline_s: 
         if simulate:
             url = stack.start_simulator(cfg)
             out.print(f"[yellow]SIMULATED[/]: every provider is the local simulator at {url} "
-                      "(the catalog's real limits, no keys, no network)")
+                      "(the catalog's real limits, no keys, no network)", soft_wrap=True)
         if workers == "local":
             stack.start_worker("worker-all", ["worker", "--all", "--loglevel", "warning",
                                               "--config", str(cfg.directory)])
