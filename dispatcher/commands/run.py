@@ -69,7 +69,11 @@ def register(app: typer.Typer) -> None:
         deadline_s = parse_duration(deadline)
         specs = read_batch_or_exit(input_path, cfg) if input_path is not None else []
         if workers == "external" and not os.environ.get("REDIS_URL"):
-            fail("--workers external needs REDIS_URL (the cluster's Redis)")
+            from dispatcher.embedded import running_server
+
+            if running_server(env().dispatch_state_dir / "redis") is None:
+                fail("--workers external needs a running cluster: REDIS_URL (the cluster's "
+                     "Redis), or `dispatch up` in this directory")
         from dispatcher.local import sigterm_as_interrupt
 
         with sigterm_as_interrupt():
