@@ -168,5 +168,9 @@ def _run(cfg, specs, output: Path, flag: bool | None, workers: str, deadline_s: 
     except RedisError as exc:
         out.print(f"[bold red]Redis failed:[/] {exc}")
         return EXIT_INFRA
+    except OSError as exc:  # the output became unwritable while the batch ran
+        out.print(f"[bold red]cannot write {output}:[/] {exc.strerror or exc}; the results "
+                  f"are kept: dispatch results {batch} -o OTHER.jsonl", highlight=False)
+        return EXIT_INFRA
     finally:
         stack.stop()
