@@ -145,7 +145,13 @@ def _run(cfg, specs, output: Path, flag: bool | None, workers: str, deadline_s: 
             out.print("[bold red]the local workers stopped[/]; see the log under "
                       f"{state_dir / 'logs'}")
             return EXIT_INFRA
-        n = write_batch_results(batch, output)
+        try:
+            n = write_batch_results(batch, output)
+        except OSError as exc:  # checked before the start; it changed while the batch ran
+            out.print(f"[bold red]cannot write {output}:[/] {exc.strerror or exc}; the "
+                      f"results are kept: dispatch results {batch} -o OTHER.jsonl",
+                      highlight=False)
+            return EXIT_INFRA
         info = rt.store.batch(batch) or {}
         out.print(summary_table(rt, batch))
         out.print(f"wrote {n} result lines to {output} "
@@ -167,10 +173,6 @@ def _run(cfg, specs, output: Path, flag: bool | None, workers: str, deadline_s: 
         return EXIT_INVALID
     except RedisError as exc:
         out.print(f"[bold red]Redis failed:[/] {exc}")
-        return EXIT_INFRA
-    except OSError as exc:  # the output became unwritable while the batch ran
-        out.print(f"[bold red]cannot write {output}:[/] {exc.strerror or exc}; the results "
-                  f"are kept: dispatch results {batch} -o OTHER.jsonl", highlight=False)
         return EXIT_INFRA
     finally:
         stack.stop()
