@@ -8,6 +8,7 @@ import pkgutil
 import typer
 
 import dispatcher.commands
+from dispatcher.cli_support import plain_help
 
 app = typer.Typer(
     name="dispatch",
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+plain_help()
 for _mod in sorted(pkgutil.iter_modules(dispatcher.commands.__path__), key=lambda m: m.name):
     importlib.import_module(f"dispatcher.commands.{_mod.name}").register(app)
 

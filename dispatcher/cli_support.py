@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from dispatcher.config import Config, ConfigError, load_config
-from dispatcher.connect import RedisNotConfigured, redis_url
+from dispatcher.settings import env
 
 err = Console(stderr=True)
 
@@ -39,10 +39,28 @@ def load_or_exit(directory: str | None, simulate: bool = False) -> Config:
 
 
 def require_redis() -> str:
+    """``REDIS_URL``, else the embedded server of this directory's state (``.dispatch/``),
+    started again if it is not running; exit 2 when there is neither."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    from dispatcher.embedded import EmbeddedUnavailable
+    from dispatcher.local import attach_local_redis
+
+    state = env().dispatch_state_dir
+    if not (state / "redis").is_dir():
+        fail(f"no cluster here: REDIS_URL is unset and there is no local state "
+             f"({state}/) in this directory; start one with `dispatch up` or "
+             "`dispatch run`, or set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     try:
-        return redis_url(required=True) or ""
-    except RedisNotConfigured as exc:
-        fail(str(exc))
+        server = attach_local_redis(state)
+    except EmbeddedUnavailable as exc:
+        fail(f"the embedded Redis of {state}/ did not start: {exc}", EXIT_INFRA)
+    if server.started:
+        err.print(f"note: no `dispatch up` or `dispatch run` is using {state}/ now; its "
+                  "embedded Redis was started for this command only", highlight=False,
+                  soft_wrap=True)
+    return os.environ["REDIS_URL"]
 
 
 def read_batch_or_exit(path: Path, cfg: Config) -> list:
@@ -61,3 +79,58 @@ def read_batch_or_exit(path: Path, cfg: Config) -> list:
             print(f"Set {', '.join(missing)} to enable a provider, or add --simulate to run "
                   "against the local provider simulator.", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID) from None
+
+
+def check_output_or_exit(path: Path) -> None:
+    """Exit 2 unless ``path`` can be written: found out before anything is sent, not after
+    the batch spent its quota."""
+    why = output_problem(path)
+    if why:
+        fail(f"cannot write the results to {path}: {why}; nothing was sent")
+
+
+def output_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be written as a file, or None."""
+    if path.is_dir():
+        return "it is a directory"
+    parent = path.parent
+    for up in [parent, *parent.parents]:
+        if up.exists():
+            if not up.is_dir():
+                return f"{up} is not a directory"
+            break
+    if not parent.exists():
+        return f"the directory {parent} does not exist"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "the file is not writable"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
+
+
+def plain_help() -> None:
+    """Help texts a person can read: no Python types and no double brackets.
+
+    This typer shows each parameter's Python type (``<bool>``, ``<str>``, ``<path>``) and
+    wraps argument names in the usage line (``{IN.jsonl}``, ``[[BATCH]]``). Here flags show
+    nothing, an option its metavar (else its name in capitals), an argument its name, and
+    the usage line says ``IN.jsonl`` and ``[BATCH]``."""
+    from typer import core
+
+    def option_type(self, ctx) -> str | None:
+        if self.metavar is not None:
+            return self.metavar or None
+        if self.is_flag or self.count:
+            return None
+        return (self.name or "value").upper()
+
+    def argument_type(self, ctx) -> str | None:
+        return None
+
+    def usage_name(self) -> str:
+        name = self.display_name_raw
+        if not self.required and not name.startswith("["):
+            name = f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    core.TyperOption.display_type_rich = option_type
+    core.TyperArgument.display_type_rich = argument_type
+    core.TyperArgument._usage_display_name = usage_name

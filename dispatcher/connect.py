@@ -15,8 +15,8 @@ def redis_url(required: bool = True) -> str | None:
     url = os.environ.get("REDIS_URL")
     if not url and required:
         raise RedisNotConfigured(
-            "REDIS_URL is needed (e.g. redis://127.0.0.1:6379/0); "
-            "`dispatch run` and `dispatch up` start an embedded Redis when it is unset"
+            "REDIS_URL is needed (e.g. redis://127.0.0.1:6379/0); with it unset, `dispatch` "
+            "commands use the embedded Redis of the state directory (.dispatch/)"
         )
     return url
 

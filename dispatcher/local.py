@@ -1,7 +1,9 @@
 """A whole dispatch deployment on one machine, for ``dispatch run`` and ``dispatch up``.
 
-Starts what is missing — an embedded Redis when ``REDIS_URL`` is unset, the simulator for
-``--simulate``, local worker processes — and stops exactly what it started.
+Starts what is missing — the state directory's embedded Redis when ``REDIS_URL`` is unset,
+the simulator for ``--simulate``, local worker processes — and stops exactly what it
+started: workers first, then the simulator (its lease withdrawn), then its use of the
+embedded server (shut down when no other command uses it).
 
     >>> with LocalStack(state_dir, config_dir, simulate=True) as stack:   # doctest: +SKIP
     ...     stack.start_workers(["worker", "--all"])
@@ -9,6 +11,7 @@ Starts what is missing — an embedded Redis when ``REDIS_URL`` is unset, the si
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -37,6 +40,46 @@ def stop_process_groups(procs: list[subprocess.Popen[bytes]], timeout: float = 1
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
+
+def attach_local_redis(state_dir: Path) -> EmbeddedRedis:
+    """Use the state directory's embedded server for this process (starting it if it is
+    not running) and leave it at exit; ``REDIS_URL`` points at it from now on."""
+    server = EmbeddedRedis(state_dir)
+    os.environ["REDIS_URL"] = server.start()
+    atexit.register(server.stop)
+    return server
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Ignore Ctrl-C and SIGTERM while stopping: a second Ctrl-C must not cut the stop
+    short and leave a worker or the embedded server behind."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM ends ``up``/``run`` the way Ctrl-C does: through their stopping path."""
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class LocalStack:
     """Owns the processes and servers one command started."""
 
@@ -48,6 +91,7 @@ class LocalStack:
         self.sim_latency = sim_latency
         self.embedded: EmbeddedRedis | None = None
         self.simulator = None
+        self.lease = None
         self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
         self.redis_url: str | None = None
 
@@ -60,14 +104,20 @@ class LocalStack:
         self.redis_url = url
         return url
 
-    def start_simulator(self, config) -> str:
-        """Run the provider simulator in this process and tell the workers where it is."""
-        from workers.runtime import SIM_KEY, get_runtime
+    def start_simulator(self, config, register: bool = True) -> str:
+        """Run the provider simulator in this process. ``register``: the cluster's workers
+        may use it (a lease in Redis, renewed while this process lives); otherwise only
+        this process does."""
+        from workers.runtime import get_runtime
         from workers.simulator import Simulator
+        from workers.simulators import SimulatorLease
 
         self.simulator = Simulator(config, latency=self.sim_latency).start()
         rt = get_runtime()
-        rt.r.set(f"{rt.namespace}:{SIM_KEY}", self.simulator.url)
+        if register:
+            self.lease = SimulatorLease(rt.r, rt.namespace, self.simulator.url).start()
+        else:
+            rt.own_simulator = self.simulator.url
         return self.simulator.url
 
     def start_worker(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -94,8 +144,15 @@ class LocalStack:
         return out
 
     def stop(self) -> None:
+        with signals_held():
+            self._stop()
+
+    def _stop(self) -> None:
         stop_process_groups([proc for _, proc, _ in self.procs])
         self.procs.clear()
+        if self.lease is not None:
+            self.lease.stop()
+            self.lease = None
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None

@@ -1,18 +1,83 @@
-"""Following a batch: a rich progress bar on a terminal, plain periodic lines otherwise."""
+"""Following a batch: one live line on a terminal, plain periodic lines otherwise.
+
+Done/total and the ETA come first (a narrow terminal cuts the tail, never them); the ETA
+follows the recent rate (:class:`RecentRate`), the pure rule :func:`eta_seconds`.
+"""
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from statistics import quantiles
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 POLL_S = 0.25
 PLAIN_EVERY_S = 5.0
+WINDOW_S = 30.0
+"""The ETA follows the rate of the last this-many seconds, not the run's average: a batch
+that started with a burst (idle targets) and now waits on a per-minute limit must not
+promise the burst's pace."""
+
+
+class RecentRate:
+    """Jobs ended per second over the last ``window_s`` (pure: the caller gives the time)."""
+
+    def __init__(self, window_s: float = WINDOW_S):
+        self.window_s = window_s
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, t: float, done: int) -> None:
+        self.samples.append((t, done))
+        while len(self.samples) > 2 and t - self.samples[1][0] >= self.window_s:
+            self.samples.popleft()
+
+    def rate(self) -> float | None:
+        """None until there is a second's worth of samples to measure over."""
+        if len(self.samples) < 2:
+            return None
+        (t0, d0), (t1, d1) = self.samples[0], self.samples[-1]
+        if t1 - t0 < 1.0:
+            return None
+        return max(0, d1 - d0) / (t1 - t0)
+
+
+def eta_seconds(remaining: int, rate: float | None) -> float | None:
+    """Seconds left at the recent rate; 0 when nothing remains, None when unknown (no
+    rate yet, or nothing ended within the window: waiting on a quota reset)."""
+    if remaining <= 0:
+        return 0.0
+    if not rate:
+        return None
+    return remaining / rate
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "eta ?"
+    s = int(round(seconds))
+    if s < 60:
+        return f"eta {s}s"
+    if s < 3600:
+        return f"eta {s // 60}m{s % 60:02d}s"
+    return f"eta {s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def progress_line(done: int, total: int, failed: int, rate: float | None, eta: float | None,
+                  providers: str, width: int | None = None) -> str:
+    """``"120/200 done  eta 40s  2.0/s  3 failed  groq=80 mistral=40"``: what matters first,
+    so a narrow terminal cuts the provider counts, never the count or the ETA."""
+    parts = [f"{done}/{total} done", format_eta(eta),
+             f"{rate:.1f}/s" if rate is not None else "-/s", f"{failed} failed"]
+    line = "  ".join(parts + ([providers] if providers else []))
+    if width is not None and len(line) > width:
+        line = line[:max(width - 1, 0)] + "…"
+    return line
 
 
 def _providers(info: dict) -> str:
@@ -21,43 +86,38 @@ def _providers(info: dict) -> str:
 
 def follow_batch(rt, batch: str, console: Console,
                  dead_workers: Callable[[], list] = lambda: []) -> bool:
-    """Block until every job of ``batch`` ended. False if the local workers died first."""
-    info = rt.store.batch(batch)
-    total = info["total"] if info else 0
-    start = time.monotonic()
-    if console.is_terminal:
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}/s"), TimeRemainingColumn(),
-                   TextColumn("{task.fields[providers]}"))
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("jobs", total=total, rate="0.0", providers="")
-            while True:
-                info = rt.store.batch(batch) or {}
-                done = info.get("completed", 0) + info.get("failed", 0)
-                rate = done / max(1e-9, time.monotonic() - start)
-                bar.update(task, completed=done, rate=f"{rate:.1f}", providers=_providers(info))
-                if done >= total:
-                    return True
-                if dead_workers():
-                    return False
-                time.sleep(POLL_S)
+    """Block until every job of ``batch`` ended. False if the local workers died first.
+
+    On a terminal one live line (redrawn in place); otherwise a plain line every
+    ``PLAIN_EVERY_S`` and at the end."""
+    info = rt.store.batch(batch) or {}
+    total = info.get("total", 0)
+    recent = RecentRate()
+    live = Live(console=console, auto_refresh=False, transient=False) \
+        if console.is_terminal else None
     last_print = 0.0
-    while True:
-        info = rt.store.batch(batch) or {}
-        done = info.get("completed", 0) + info.get("failed", 0)
-        now = time.monotonic()
-        if done >= total or now - last_print >= PLAIN_EVERY_S:
-            elapsed = now - start
-            rate = done / max(1e-9, elapsed)
-            eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
-            console.print(f"progress: {done}/{total} done ({info.get('failed', 0)} failed) "
-                          f"{rate:.1f}/s eta {eta} {_providers(info)}", highlight=False)
-            last_print = now
-        if done >= total:
-            return True
-        if dead_workers():
-            return False
-        time.sleep(POLL_S)
+    with live or nullcontext():
+        while True:
+            info = rt.store.batch(batch) or {}
+            done = info.get("completed", 0) + info.get("failed", 0)
+            now = time.monotonic()
+            recent.add(now, done)
+            rate = recent.rate()
+            eta = eta_seconds(total - done, rate)
+            if live is not None:
+                line = progress_line(done, total, info.get("failed", 0), rate, eta,
+                                     _providers(info), width=console.width - 1)
+                live.update(Text(line), refresh=True)
+            elif done >= total or now - last_print >= PLAIN_EVERY_S:
+                console.print("progress: " + progress_line(
+                    done, total, info.get("failed", 0), rate, eta, _providers(info)),
+                    highlight=False, soft_wrap=True)
+                last_print = now
+            if done >= total:
+                return True
+            if dead_workers():
+                return False
+            time.sleep(POLL_S)
 
 
 def summary_table(rt, batch: str) -> Table:
@@ -75,7 +135,10 @@ def summary_table(rt, batch: str) -> Table:
             row["lat"].append(float(d["latency_ms"]))
     table = Table(title=f"batch {batch}")
     for col in ("provider/model", "jobs", "failed", "tokens", "p50 ms", "p95 ms"):
-        table.add_column(col, justify="left" if col == "provider/model" else "right")
+        if col == "provider/model":  # folded, never cut: a model id must stay whole
+            table.add_column(col, overflow="fold")
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
     for key, row in sorted(rows.items()):
         lat = sorted(row["lat"])
         p50 = f"{lat[len(lat) // 2]:.0f}" if lat else "-"

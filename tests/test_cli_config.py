@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("no_provider_keys")
 
 @pytest.fixture
 def runner() -> CliRunner:
-    return CliRunner()
+    return CliRunner(env={"TTY_COMPATIBLE": "1", "COLUMNS": "250"})  # a person reading
 
 
 @pytest.fixture

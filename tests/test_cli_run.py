@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatcher.embedded import pid_alive
 from tests.cluster import ROOT, TEST_REDIS_URL, Cluster, job_line, model, provider, write_config
 
 
@@ -159,7 +160,7 @@ def test_providers_test_sends_one_request_per_usable_model_under_quota(tmp_path)
     out = proc.stdout
     assert "beta/b1" in out and "Simulated reply" in out
     # alpha allows one request a day: one model answers, the other is refused before sending
-    assert "no quota" in out and "1 requests/day" in out
+    assert "no quota" in out and "1 request/day" in out
     assert proc.returncode == 1  # not every model answered
     none = dispatch("providers", "--test", "--config", str(cfg), env=clean_env(tmp_path))
     assert none.returncode == 2 and "--simulate" in none.stderr
@@ -199,15 +200,17 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
         env=clean_env(tmp_path))
     deadline = time.monotonic() + 60
     state = tmp_path / "state" / "redis"
-    while time.monotonic() < deadline and not list(state.glob("*.port")):
+    while time.monotonic() < deadline and not (state / "server.json").exists():
         time.sleep(0.1)
+    server = json.loads((state / "server.json").read_text())
     time.sleep(4.0)  # one job done, two waiting for the next minute's quota
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "dispatch run --resume batch_" in err
     assert "Traceback" not in err
-    assert not list(state.glob("*.port")), "the embedded Redis was not stopped"
+    assert not (state / "server.json").exists(), "the embedded Redis was not stopped"
+    assert not pid_alive(server["pid"])
 
 
 def test_deadline_expires_jobs_that_cannot_get_quota_in_time(tmp_path):
@@ -226,3 +229,92 @@ def test_deadline_expires_jobs_that_cannot_get_quota_in_time(tmp_path):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     codes = [(x["error"] or {}).get("code") for x in lines]
     assert codes.count("expired") == 2 and codes.count(None) == 1
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_anything_is_sent(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("I am a file, not a directory")
+    proc = dispatch("run", "examples/batch.jsonl", "-o", str(blocker / "out.jsonl"),
+                    "--simulate", env=clean_env(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert "not a directory" in proc.stderr and "nothing was sent" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "state").exists(), "nothing may start before the check"
+    proc = dispatch("run", "examples/batch.jsonl", "-o", str(tmp_path), "--simulate",
+                    env=clean_env(tmp_path))
+    assert proc.returncode == 2 and "is a directory" in proc.stderr
+
+
+def _stored_batch(c: Cluster, simulated: bool, targets: list[str] | None = None) -> str:
+    """A batch written straight into the cluster's job store (as a past submit left it)."""
+    from types import SimpleNamespace
+
+    from workers.runtime import get_runtime
+
+    spec = SimpleNamespace(custom_id="r0", tag="bulk", targets=targets or ["beta/b1"],
+                           body={"model": "b1", "max_tokens": 8,
+                                 "messages": [{"role": "user", "content": "hi"}]})
+    return get_runtime().store.create_batch([spec], simulated=simulated, deadline_s=600)[0]
+
+
+def test_resume_of_a_batch_that_does_not_exist_exits_2(tmp_path):
+    out = tmp_path / "o.jsonl"
+    fresh = dispatch("run", "--resume", "batch_nope", "-o", str(out), env=clean_env(tmp_path))
+    assert fresh.returncode == 2 and "no batch 'batch_nope'" in fresh.stderr, fresh.stderr
+    assert not out.exists()
+    cfg = write_config(tmp_path / "config", {"beta": provider(model("b1"))}, {"bulk": ["beta/b1"]})
+    with Cluster(cfg, tmp_path) as c:
+        proc = dispatch("run", "--resume", "batch_nope", "-o", str(out), "--workers",
+                        "external", env=cluster_env(c))
+        assert proc.returncode == 2 and "no batch 'batch_nope'" in proc.stderr, proc.stderr
+        assert not out.exists() and "Traceback" not in proc.stderr
+
+
+def test_resume_follows_the_batch_and_refuses_a_contradicting_flag(cluster, tmp_path):
+    env = cluster_env(cluster)
+    out = tmp_path / "o.jsonl"
+    simulated = _stored_batch(cluster, simulated=True)
+    live = _stored_batch(cluster, simulated=False)
+    refused = dispatch("run", "--resume", simulated, "-o", str(out), "--no-simulate",
+                       "--workers", "external", env=env)
+    assert refused.returncode == 2, refused.stderr
+    assert "was submitted with --simulate" in refused.stderr and not out.exists()
+    refused = dispatch("run", "--resume", live, "-o", str(out), "--simulate", "--workers",
+                       "external", env=env)
+    assert refused.returncode == 2 and "real providers" in refused.stderr, refused.stderr
+    # no flag: the batch decides (simulated), and it runs to the end on the cluster
+    ok = dispatch("run", "--resume", simulated, "-o", str(out), "--workers", "external",
+                  env=env, timeout=90)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    [line] = [json.loads(x) for x in out.read_text().splitlines()]
+    assert line["response"]["status_code"] == 200 and line["dispatch"]["simulated"] is True
+
+
+def test_resume_refuses_a_batch_the_configuration_can_no_longer_serve(cluster, tmp_path):
+    gone = _stored_batch(cluster, simulated=True, targets=["retired/m1"])
+    proc = dispatch("run", "--resume", gone, "-o", str(tmp_path / "o.jsonl"), "--workers",
+                    "external", env=cluster_env(cluster))
+    assert proc.returncode == 2, proc.stderr
+    assert "retired/m1" in proc.stderr and "nothing was sent" in proc.stderr
+
+
+def test_submit_simulate_without_a_simulator_for_the_cluster_is_refused(cluster, tmp_path):
+    batch_file = tmp_path / "b.jsonl"
+    batch_file.write_text(job_line("s0", "bulk") + "\n")
+    env = {k: v for k, v in cluster_env(cluster).items() if k != "DISPATCH_SIMULATOR_URL"}
+    proc = dispatch("submit", str(batch_file), "--simulate", env=env)
+    assert proc.returncode == 2 and "dispatch up --simulate" in proc.stderr, proc.stderr
+    assert cluster.r.zcard(f"{cluster.namespace}:batches") == 0
+
+
+def test_the_result_says_which_max_tokens_was_sent_when_it_differs(cluster):
+    batch = cluster.submit([job_line("huge", "bulk", max_tokens=1_000_000_000),
+                            job_line("own", "bulk", max_tokens=16),
+                            json.dumps({"custom_id": "none", "method": "POST",
+                                        "url": "/v1/chat/completions",
+                                        "body": {"model": "bulk", "messages": [
+                                            {"role": "user", "content": "hi"}]}})])
+    lines = {x["custom_id"]: x for x in cluster.wait(batch)}
+    assert lines["huge"]["dispatch"]["max_tokens_sent"] == 1024  # the model's cap
+    assert "max_tokens_sent" not in lines["own"]["dispatch"]  # sent as asked
+    assert lines["none"]["dispatch"]["max_tokens_sent"] > 0  # a default was sent

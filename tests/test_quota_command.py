@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from workers.quota.costs import Cost
 from workers.quota.engine import LimitsMismatch, QuotaEngine
 
 REDIS_URL = "redis://127.0.0.1:6379/1"
+TTY = {"COLUMNS": "200", "TTY_COMPATIBLE": "1"}  # a person at a terminal
 PROVIDERS = """\
 providers:
   openrouter:
@@ -71,10 +74,11 @@ def test_table_shows_used_remaining_and_reset(app: typer.Typer, setup) -> None:
     for _ in range(3):
         assert engine.reserve(cfg.target("openrouter/free-model"), Cost()).granted
     engine.cooldown(cfg.target("openrouter/free-model"), 30, reason="429 from upstream")
-    result = CliRunner().invoke(app, ["quota", "--config", str(cfg_dir)],
-                                env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["quota", "--config", str(cfg_dir), "--live"],
+                                env=TTY)
     assert result.exit_code == 0, result.output
     out = result.output
+    assert "live counters" in out and "SIMULATED" not in out
     assert "20 requests/minute" in out and "50 requests/day" in out
     assert "(all models)" in out and "openrouter" in out
     assert row(out, "20 requests/minute") == ("3", "17")
@@ -82,9 +86,46 @@ def test_table_shows_used_remaining_and_reset(app: typer.Typer, setup) -> None:
     assert "(in " in out
     assert "paused" in out and "429 from upstream" in out
     sim = CliRunner().invoke(app, ["quota", "--config", str(cfg_dir), "--simulated"],
-                             env={"COLUMNS": "200"})
-    assert sim.exit_code == 0 and "simulated" in sim.output
+                             env=TTY)
+    assert sim.exit_code == 0 and "SIMULATED counters" in sim.output
+    assert "live counters" not in sim.output
     assert row(sim.output, "50 requests/day") == ("0", "50")
+
+
+def test_live_and_simulated_counters_are_shown_apart_each_labelled(app: typer.Typer,
+                                                                   setup) -> None:
+    cfg_dir, ns = setup
+    cfg = load_config(cfg_dir)
+    client = redis.Redis.from_url(REDIS_URL)
+    sim = QuotaEngine(client, cfg, namespace=ns, simulated=True)
+    for _ in range(4):
+        assert sim.reserve(cfg.target("openrouter/free-model"), Cost()).granted
+    live = QuotaEngine(client, cfg, namespace=ns)
+    assert live.reserve(cfg.target("openrouter/free-model"), Cost()).granted
+    # default, on a terminal: both tables, each titled with what it counts
+    both = CliRunner().invoke(app, ["quota", "--config", str(cfg_dir)], env=TTY)
+    assert both.exit_code == 0, both.output
+    live_part, _, sim_part = both.output.partition("SIMULATED counters")
+    assert "live counters" in live_part and sim_part
+    assert row(live_part, "50 requests/day") == ("1", "49")
+    assert row(sim_part, "50 requests/day") == ("4", "46")
+    # --json: every limit of both sets, the contract's fields, `simulated` telling them apart
+    doc = json.loads(CliRunner().invoke(app, ["quota", "--config", str(cfg_dir),
+                                              "--json"]).output)
+    assert {tuple(sorted(d)) for d in doc} == {tuple(sorted(
+        ["provider", "model", "unit", "per", "limit", "used", "remaining", "resets_at",
+         "simulated"]))}
+    day = {d["simulated"]: d for d in doc if d["per"] == "day"}
+    assert (day[False]["used"], day[True]["used"]) == (1, 4)
+    assert day[True]["model"] is None and day[True]["provider"] == "openrouter"
+    assert day[True]["resets_at"] > time.time()
+    # piped: one header line and whole tab-separated rows, however narrow the terminal
+    piped = CliRunner().invoke(app, ["quota", "--config", str(cfg_dir)], env={"COLUMNS": "20"})
+    lines = piped.stdout.splitlines()
+    assert lines[0].split("\t") == ["provider", "model", "unit", "per", "limit", "used",
+                                    "remaining", "resets_at", "simulated"]
+    assert "openrouter\t\trequests\tday\t50\t4\t46\t" in piped.stdout
+    assert all(len(line.split("\t")) == 9 for line in lines)
 
 
 def test_adopt_limits(app: typer.Typer, setup, tmp_path: Path) -> None:
@@ -96,8 +137,7 @@ def test_adopt_limits(app: typer.Typer, setup, tmp_path: Path) -> None:
     new = QuotaEngine(redis.Redis.from_url(REDIS_URL), new_cfg, namespace=ns)
     with pytest.raises(LimitsMismatch):
         new.ensure_limits()
-    shown = CliRunner().invoke(app, ["quota", "--config", str(cfg_dir)],
-                               env={"COLUMNS": "200"})
+    shown = CliRunner().invoke(app, ["quota", "--config", str(cfg_dir)], env=TTY)
     assert "--adopt-limits" in shown.output
     result = CliRunner().invoke(app, ["quota", "--config", str(cfg_dir), "--adopt-limits"])
     assert result.exit_code == 0, result.output
@@ -105,8 +145,10 @@ def test_adopt_limits(app: typer.Typer, setup, tmp_path: Path) -> None:
     assert new.ensure_limits() == new_cfg.limits_fingerprint()
 
 
-def test_errors_exit_2(app: typer.Typer, setup, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_exit_2(app: typer.Typer, setup, monkeypatch: pytest.MonkeyPatch,
+                      tmp_path: Path) -> None:
     cfg_dir, _ = setup
+    monkeypatch.setenv("DISPATCH_STATE_DIR", str(tmp_path / "no-state"))
     (cfg_dir / "providers.yaml").write_text(PROVIDERS.replace("per: day", "per: fortnight"))
     bad = CliRunner().invoke(app, ["quota", "--config", str(cfg_dir)])
     assert bad.exit_code == 2 and "providers.yaml" in bad.output

@@ -92,7 +92,8 @@ def test_json_shape():
     [row] = doc["rows"]
     assert set(row) == {"day", "target", "provider", "model", "requests", "ok",
                         "prompt_tokens", "completion_tokens", "total_tokens", "neurons",
-                        "paid_equivalent_usd", "savings_usd", "paid_target"}
+                        "paid_equivalent_usd", "savings_usd", "paid_target", "simulated"}
+    assert row["simulated"] is True
     assert (row["provider"], row["model"], row["total_tokens"]) == ("beta", "b1", 3_000)
     assert doc["totals"]["savings_usd"] == pytest.approx(0.0085)
     assert doc["by_target"]["beta/b1"]["requests"] == 3
@@ -188,20 +189,41 @@ def test_report_command_json_and_table(env, tmp_path):
     res = runner.invoke(app, ["report", "--simulated", "--json", "--days", "2"],
                         env={"REDIS_URL": TEST_REDIS_URL})
     assert res.exit_code == 0, res.output
-    doc = json.loads(res.output)
+    [doc] = json.loads(res.output)
+    assert doc["simulated"] is True
     assert doc["totals"]["requests"] == 2
     assert doc["totals"]["savings_usd"] == pytest.approx(2.0 + 1.0)
     assert doc["totals"]["neurons"] == pytest.approx(100_000.0)
-    live = json.loads(runner.invoke(app, ["report", "--json"]).output)
-    assert live["rows"] == []  # simulated traffic never shows as real
+    [live] = json.loads(runner.invoke(app, ["report", "--live", "--json"]).output)
+    assert live["rows"] == [] and live["simulated"] is False  # never shown as real
 
     chart = tmp_path / "chart.svg"
     res = runner.invoke(app, ["report", "--simulated", "--chart", str(chart)],
-                        env={"COLUMNS": "140"})
+                        env={"COLUMNS": "140", "TTY_COMPATIBLE": "1"})
     assert res.exit_code == 0, res.output
     assert "alpha" in res.output and "█" in res.output
-    assert re.search(r"Saved about \$3\.0000", res.output), res.output
+    text = re.sub(r"\x1b\[[0-9;]*m", "", res.output)  # a terminal's colours
+    assert re.search(r"Saved about \$3\.0000", text), text
     assert chart.read_text().startswith("<svg")
+
+
+def test_report_shows_real_and_simulated_apart_each_labelled(env):
+    record_usage(env, "alpha/a1", {"prompt_tokens": 10, "completion_tokens": 5}, True)
+    record_usage(env, "alpha/a1", {"prompt_tokens": 7, "completion_tokens": 1}, False)
+    runner = CliRunner()
+    docs = json.loads(runner.invoke(app, ["report", "--json"]).output)
+    assert [d["simulated"] for d in docs] == [False, True]
+    assert [d["totals"]["prompt_tokens"] for d in docs] == [7, 10]
+    shown = runner.invoke(app, ["report"], env={"COLUMNS": "200", "TTY_COMPATIBLE": "1"})
+    assert shown.exit_code == 0, shown.output
+    live, _, sim = shown.output.partition("SIMULATED traffic")
+    assert "live traffic, real providers" in live and sim
+    piped = runner.invoke(app, ["report"], env={"COLUMNS": "30"}).stdout.splitlines()
+    header = piped[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in piped[1:]]
+    assert sorted((r["simulated"], r["prompt_tokens"]) for r in rows) == [
+        ("false", "7"), ("true", "10")]
+    assert all(r["model"] == "a1" and r["provider"] == "alpha" for r in rows)
 
 
 def test_png_chart_needs_matplotlib(env, tmp_path):
@@ -215,8 +237,9 @@ def test_png_chart_needs_matplotlib(env, tmp_path):
         assert res.exit_code == 0 and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_report_needs_redis(monkeypatch):
+def test_report_needs_redis(monkeypatch, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     monkeypatch.delenv("REDIS_URL")
+    monkeypatch.setenv("DISPATCH_STATE_DIR", str(tmp_path / "none"))  # no local state here
     res = CliRunner().invoke(app, ["report"], env=env)
     assert res.exit_code == 2 and "REDIS_URL" in res.output

@@ -34,6 +34,7 @@ from workers.providers.outcomes import (
     TargetRejected,
     Transient,
 )
+from workers.quota.costs import max_tokens_sent, requested_max_tokens
 from workers.usage import usage_writer
 
 log = logging.getLogger("dispatch.call")
@@ -256,6 +257,11 @@ class Caller:
         }
         if job.simulated:
             block["simulated"] = True
+        if target_key:  # say what was sent when it is not what the job asked for
+            sent = max_tokens_sent(job.body, self.rt.config.target(target_key).model,
+                                   self.rt.config.settings.jobs)
+            if sent != requested_max_tokens(job.body):
+                block["max_tokens_sent"] = sent
         return block
 
     def _complete(self, job, outcome: Success, latency: float, target_key: str) -> dict:

@@ -20,8 +20,7 @@ from dispatcher.connect import redis_client
 from workers.jobstore import JobStore
 from workers.providers.client import ClientPool
 from workers.quota.engine import QuotaEngine
-
-SIM_KEY = "simulator_url"
+from workers.simulators import live_simulator
 
 
 @dataclass
@@ -29,6 +28,9 @@ class Runtime:
     config: Config
     r: redis.Redis
     namespace: str
+    own_simulator: str | None = None
+    """A simulator of this process alone (``providers --simulate --test``): used here,
+    never registered, so no other process's traffic follows it."""
     _sim_url: tuple[float, str | None] = field(default=(0.0, None), repr=False)
     _waitsets: tuple[float, dict] = field(default=(0.0, {}), repr=False)
 
@@ -69,13 +71,16 @@ class Runtime:
         return [sig for sig, (_, targets) in self._sets().items() if targets[:1] == [target]]
 
     def simulator_url(self) -> str | None:
-        """Where simulated jobs are sent: ``DISPATCH_SIMULATOR_URL`` or the one in Redis."""
+        """Where simulated jobs are sent: ``DISPATCH_SIMULATOR_URL``, this process's own
+        simulator, else the cluster's registered one (:mod:`workers.simulators`)."""
         env = os.environ.get("DISPATCH_SIMULATOR_URL")
         if env:
             return env.rstrip("/")
+        if self.own_simulator:
+            return self.own_simulator
         at, url = self._sim_url
-        if time.monotonic() - at > 2.0:
-            url = self.r.get(f"{self.namespace}:{SIM_KEY}")
+        if time.monotonic() - at > 1.0:
+            url = live_simulator(self.r, self.namespace)
             self._sim_url = (time.monotonic(), url)
         return url
 

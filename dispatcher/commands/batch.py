@@ -6,16 +6,44 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from dispatcher.batch_object import batch_object
 from dispatcher.cli_support import fail, load_or_exit, read_batch_or_exit, require_redis
+from dispatcher.output import JsonOption, Rows, cell, emit
 
 
 def _when(ts: str | float | None) -> str:
     if not ts:
         return "-"
     return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+STATUS_HEADER = ["batch", "status", "total", "completed", "failed", "pending", "simulated",
+                 "created", "by_provider"]
+
+
+def status_rows(objects: list[dict]) -> Rows:
+    """One plain row per OpenAI batch object."""
+    rows = []
+    for o in objects:
+        c = o["request_counts"]
+        rows.append([o["id"], o["status"], c["total"], c["completed"], c["failed"],
+                     c["total"] - c["completed"] - c["failed"], o["dispatch"]["simulated"],
+                     _when(o["created_at"]),
+                     " ".join(f"{p}={n}" for p, n in o["dispatch"]["providers"].items())])
+    return Rows(STATUS_HEADER, rows)
+
+
+def status_table(objects: list[dict]) -> Table:
+    table = Table()
+    for col in STATUS_HEADER:
+        table.add_column(col.replace("_", " "), no_wrap=col in ("batch", "status"),
+                         justify="right" if col in ("total", "completed", "failed",
+                                                    "pending") else "left")
+    for row in status_rows(objects).rows:
+        table.add_row(*(cell(v) for v in row))
+    return table
 
 
 def _runtime(config: str | None):
@@ -29,42 +57,54 @@ def _runtime(config: str | None):
 def register(app: typer.Typer) -> None:
     @app.command()
     def submit(
-        input_path: Path = typer.Argument(..., metavar="IN.jsonl"),
-        deadline: str = typer.Option("24h", "--deadline"),
-        simulate: bool = typer.Option(False, "--simulate",
-                                      help="Jobs go to the simulator the cluster knows."),
-        config: str = typer.Option(None, "--config"),
+        input_path: Path = typer.Argument(..., metavar="IN.jsonl", show_default=False),
+        deadline: str = typer.Option("24h", "--deadline", metavar="DURATION",
+                                     help="Give up on jobs after this (e.g. 90m, 24h)."),
+        simulate: bool = typer.Option(
+            False, "--simulate",
+            help="A simulated batch: its jobs go to the cluster's simulator "
+                 "(`dispatch up --simulate`), never to real providers."),
+        config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
+                                   help="Configuration directory."),
     ) -> None:
         """Enqueue a batch to a running cluster and print its id."""
         from dispatcher.commands.run import parse_duration
 
         cfg = load_or_exit(config, simulate=simulate)
-        require_redis()
+        deadline_s = parse_duration(deadline)
         specs = read_batch_or_exit(input_path, cfg)
+        require_redis()
+        from workers.runtime import get_runtime
+
+        if simulate and get_runtime().simulator_url() is None:
+            fail("no simulator runs for this cluster: start `dispatch up --simulate` "
+                 "(or submit without --simulate); nothing was sent")
         from dispatcher.batches import submit as do_submit
 
-        print(do_submit(specs, simulated=simulate, deadline_s=parse_duration(deadline),
+        print(do_submit(specs, simulated=simulate, deadline_s=deadline_s,
                         name=str(input_path)))
 
     @app.command()
     def status(
-        batch: str = typer.Argument(None, metavar="[BATCH]"),
-        config: str = typer.Option(None, "--config"),
+        batch: str = typer.Argument(None, metavar="BATCH", show_default=False,
+                                    help="A batch id (default: the 20 most recent)."),
+        as_json: JsonOption = False,
+        config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
+                                   help="Configuration directory."),
     ) -> None:
         """A batch's counts, or the most recent batches."""
         rt = _runtime(config)
-        ids = [batch] if batch else rt.store.batches(20)
-        table = Table()
-        for col in ("batch", "status", "total", "completed", "failed", "created", "by provider"):
-            table.add_column(col)
-        for b in ids:
+        infos = []
+        for b in [batch] if batch else rt.store.batches(20):
             info = rt.store.batch(b)
             if info is None:
-                fail(f"no batch {b!r}")
-            table.add_row(b, info.get("status", "?"), str(info["total"]),
-                          str(info["completed"]), str(info["failed"]), _when(info.get("created")),
-                          " ".join(f"{p}={n}" for p, n in sorted(info["providers"].items())))
-        Console().print(table)
+                if batch:
+                    fail(f"no batch {b!r}")
+                continue  # listed, but its retention ran out
+            infos.append(info)
+        objects = [batch_object(info) for info in infos]
+        emit(status_rows(objects), objects[0] if batch else objects, as_json,
+             rich=lambda: status_table(objects))
 
     @app.command()
     def results(
@@ -87,7 +127,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def cancel(
         batch: str = typer.Argument(..., metavar="BATCH"),
-        config: str = typer.Option(None, "--config"),
+        config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
+                                   help="Configuration directory."),
     ) -> None:
         """Stop a batch: waiting jobs end as cancelled; running calls finish."""
         rt = _runtime(config)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from dispatcher.commands.config_cmd import ConfigOption, SimulateOption, is_paid, load_or_exit
-from dispatcher.config import Config, Limit, Per, Unit
+from dispatcher.config import Config, Limit, Per, Target, Unit
+from dispatcher.output import JsonOption, Rows, emit, stdout_is_terminal
 from dispatcher.provider_check import CheckRow, check_all, check_table
 
 _UNIT = {Unit.requests: "req", Unit.tokens: "tok", Unit.neurons: "neurons"}
@@ -48,12 +48,13 @@ def build_table(cfg: Config) -> Table:
                 limits.append(f"all {name} models: {format_limits(pc.limits)}")
             elif pc.limits and not limits:
                 limits.append(f"{name}'s shared limits")
-            if not status.enabled:
-                state = f"[red]disabled: {escape(status.reason or '')}[/red]"
-            elif paid and not cfg.settings.allow_paid:
-                state = "[yellow]skipped: paid (allow_paid is off)[/yellow]"
-            else:
+            usable, reason = target_state(cfg, target)
+            if usable:
                 state = "[green]enabled[/green]"
+            elif status.enabled:
+                state = f"[yellow]skipped: {escape(reason or '')}[/yellow]"
+            else:
+                state = f"[red]disabled: {escape(reason or '')}[/red]"
             table.add_row(
                 escape(name) if i == 0 else "",
                 escape(model.id),
@@ -65,6 +66,50 @@ def build_table(cfg: Config) -> Table:
             )
         table.add_section()
     return table
+
+
+def target_state(cfg: Config, target: Target) -> tuple[bool, str | None]:
+    """(usable, why not): a disabled provider's reason, or paid use being off."""
+    status = cfg.status(target.provider)
+    if not status.enabled:
+        return False, status.reason
+    if is_paid(cfg, target.key) and not cfg.settings.allow_paid:
+        return False, "paid (allow_paid is off)"
+    return True, None
+
+
+def providers_json(cfg: Config) -> list[dict]:
+    """The contract's ``providers --json``: one object per model."""
+    out = []
+    for target in cfg.targets():
+        enabled, reason = target_state(cfg, target)
+        m = target.model
+        out.append({
+            "provider": target.provider, "model": m.id, "enabled": enabled, "reason": reason,
+            "context_window": m.context_window, "max_output_tokens": m.max_output_tokens,
+            "vision": m.vision, "reasoning": m.reasoning,
+            "limits": [{"unit": lim.unit.value, "limit": lim.limit, "per": lim.per.value,
+                        "scope": scope} for scope, lim in target.limits()],
+        })
+    return out
+
+
+PROVIDERS_HEADER = ["provider", "model", "enabled", "reason", "context_window",
+                    "max_output_tokens", "vision", "reasoning", "limits"]
+
+
+def providers_rows(docs: list[dict]) -> Rows:
+    """Plain rows; ``limits`` as ``scope:limit unit/per`` joined by ``; ``."""
+    rows = [[d[k] for k in PROVIDERS_HEADER[:-1]]
+            + ["; ".join(f"{lim['scope']}:{lim['limit']} {lim['unit']}/{lim['per']}"
+                         for lim in d["limits"])] for d in docs]
+    return Rows(PROVIDERS_HEADER, rows)
+
+
+def check_json(rows: list[CheckRow], simulate: bool) -> list[dict]:
+    return [{"target": r.target, "result": r.status,
+             "latency_ms": None if r.latency_ms is None else round(r.latency_ms, 1),
+             "detail": r.detail, "simulated": simulate} for r in rows]
 
 
 def providers(
@@ -84,21 +129,23 @@ def providers(
                  "(exit 4: a routed target is gone; 1: a list could not be fetched).",
         ),
     ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="With --check: one JSON document on stdout.")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Each provider and model: context, output cap, flags, limits, enabled or why not."""
     cfg = load_or_exit(config, simulate=simulate)
     if check:
-        catalog_check(cfg, simulate, json_out)
+        catalog_check(cfg, simulate, as_json)
         return
     if not test:
-        Console().print(build_table(cfg))
+        docs = providers_json(cfg)
+        emit(providers_rows(docs), docs, as_json, rich=lambda: build_table(cfg))
         print_closed(cfg, simulate)
         return
     rows = _run_checks(cfg, simulate)
-    Console().print(check_table(rows, simulate))
+    docs = check_json(rows, simulate)
+    emit(Rows(["target", "result", "latency_ms", "detail", "simulated"],
+              [list(d.values()) for d in docs]), docs, as_json,
+         rich=lambda: check_table(rows, simulate))
     if not rows:
         typer.echo("no enabled provider: set a key variable, or add --simulate", err=True)
         raise typer.Exit(2)
@@ -120,6 +167,8 @@ def catalog_check(cfg: Config, simulate: bool, json_out: bool) -> None:
     import json
     import sys
 
+    from rich.console import Console
+
     from dispatcher.provider_check import catalog_table, catalog_tsv, check_catalog
 
     report = check_catalog(cfg, simulate)
@@ -132,7 +181,7 @@ def catalog_check(cfg: Config, simulate: bool, json_out: bool) -> None:
         raise typer.Exit(2)
     if json_out:
         sys.stdout.write(json.dumps(report.to_json()) + "\n")
-    elif sys.stdout.isatty():
+    elif stdout_is_terminal():
         Console().print(catalog_table(report))
     else:
         sys.stdout.write(catalog_tsv(report))
@@ -152,7 +201,7 @@ def _run_checks(cfg: Config, simulate: bool) -> list[CheckRow]:
         rt = get_runtime()
         rt.quota(simulate).ensure_limits()
         if simulate:
-            stack.start_simulator(cfg)
+            stack.start_simulator(cfg, register=False)  # this command's own, not the cluster's
         return check_all(rt, cfg, simulate)
     finally:
         stack.stop()

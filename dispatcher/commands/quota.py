@@ -1,7 +1,8 @@
 """``dispatch quota``: every limit with its use, what remains and when it resets.
 
-    dispatch quota                    # live counters (namespace from DISPATCH_NAMESPACE)
-    dispatch quota --simulated        # the simulator's separate counters
+    dispatch quota                    # live and simulated counters, each labelled
+    dispatch quota --simulated        # only the simulator's separate counters
+    dispatch quota --json             # [{provider, model, unit, per, limit, used, ...}]
     dispatch quota --watch            # refresh every second
     dispatch quota --adopt-limits     # make the configured limits the ones in force
 """
@@ -12,7 +13,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 import typer
@@ -22,10 +23,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from dispatcher.config import Config, ConfigError, load_config
-from dispatcher.connect import RedisNotConfigured, redis_client
+from dispatcher.cli_support import EXIT_INFRA, fail, load_or_exit, require_redis
+from dispatcher.config import Limit
+from dispatcher.connect import redis_client
+from dispatcher.output import JsonOption, Rows, emit, stdout_is_terminal
 from workers.quota.engine import LimitState, QuotaEngine, QuotaUnavailable
-from workers.quota.limits import fingerprint_key
+from workers.quota.limits import fingerprint_key, limit_text
 
 
 def humanize(seconds: float) -> str:
@@ -55,13 +58,12 @@ def _resets(state: LimitState, now: float) -> str:
     return f"{at.strftime(fmt)} (in {humanize(state.resets_at - now)})"
 
 
-def build_view(engine: QuotaEngine) -> Group:
-    """The table of every limit, then any cooldown in force and the limits' fingerprint."""
-    states = engine.snapshot()
-    now = time.time()
-    mode = "simulated" if engine.simulated else "live"
-    table = Table(title=f"Quota ({mode}, namespace {escape(engine.namespace)})")
-    table.add_column("provider", style="bold")
+def quota_table(engine: QuotaEngine, states: list[LimitState], now: float) -> Table:
+    """The terminal table of one counter set, its title saying which (live or simulated)."""
+    mode = "SIMULATED counters (the simulator's traffic)" if engine.simulated \
+        else "live counters (real providers)"
+    table = Table(title=f"Quota: {mode}, namespace {escape(engine.namespace)}")
+    table.add_column("provider", style="bold", no_wrap=True)
     table.add_column("model", overflow="fold")
     table.add_column("limit", no_wrap=True)
     table.add_column("used", justify="right", no_wrap=True)
@@ -76,38 +78,84 @@ def build_view(engine: QuotaEngine) -> Group:
         table.add_row(
             escape(s.provider) if s.provider != last else "",
             escape(s.model) if s.model else "[dim](all models)[/dim]",
-            f"{s.limit:,} {s.unit.value}/{s.per.value}",
+            limit_text(Limit(unit=s.unit, limit=s.limit, per=s.per), sep=","),
             Text(_num(s.used), style=style),
             Text(_num(s.remaining), style=style),
             _resets(s, now),
         )
         last = s.provider
-    lines: list[Text | Table] = [table]
+    return table
+
+
+def notes(engine: QuotaEngine) -> list[str]:
+    """Cooldowns in force and a limits mismatch: what a person should know about the rows."""
+    lines = []
     for target in engine.config.targets():
         secs, reason = engine.cooldown_of(target)
         if secs > 0:
-            lines.append(Text(f"{target}: paused {humanize(secs)} ({reason})", style="yellow"))
+            lines.append(f"{target}: paused {humanize(secs)} ({reason})")
     in_force = engine.redis.get(fingerprint_key(engine.namespace))
     if isinstance(in_force, bytes):
         in_force = in_force.decode()
     mine = engine.config.limits_fingerprint()
     if in_force and in_force != mine:
-        lines.append(Text(
+        lines.append(
             f"limits in force ({in_force}) differ from this configuration ({mine}): "
             "workers with this configuration refuse to start; stop every worker and run "
-            "`dispatch quota --adopt-limits` to adopt it", style="red"))
-    return Group(*lines)
+            "`dispatch quota --adopt-limits` to adopt it")
+    return lines
+
+
+def state_json(s: LimitState, simulated: bool) -> dict[str, Any]:
+    return {"provider": s.provider, "model": s.model, "unit": s.unit.value,
+            "per": s.per.value, "limit": s.limit, "used": s.used, "remaining": s.remaining,
+            "resets_at": s.resets_at, "simulated": simulated}
+
+
+QUOTA_HEADER = ["provider", "model", "unit", "per", "limit", "used", "remaining",
+                "resets_at", "simulated"]
+
+
+def build_view(engines: list[QuotaEngine]) -> tuple[Rows, list[dict], Group, list[str]]:
+    """Every counter of ``engines`` (live and/or simulated), as plain rows, JSON, the
+    terminal view and notes. A counter set with nothing used is named, not tabled, when
+    another set is shown too (an idle simulated set is noise next to live counters)."""
+    now = time.time()
+    docs: list[dict] = []
+    parts: list[Table | Text] = []
+    remarks: list[str] = []
+    for engine in engines:
+        states = engine.snapshot()
+        docs += [state_json(s, engine.simulated) for s in states]
+        idle = not any(s.used for s in states)
+        if idle and len(engines) > 1 and engine.simulated:
+            parts.append(Text("SIMULATED counters: nothing used "
+                              "(`dispatch quota --simulated` lists them)", style="dim"))
+        else:
+            parts.append(quota_table(engine, states, now))
+        remarks += [("simulated " if engine.simulated else "") + n for n in notes(engine)]
+    rows = Rows(QUOTA_HEADER, [[d[k] for k in QUOTA_HEADER] for d in docs])
+    return rows, docs, Group(*parts), remarks
+
+
+def watch_view(engines: list[QuotaEngine]) -> Group:
+    _, _, view, remarks = build_view(engines)
+    return Group(view, *(Text(r, style="yellow") for r in remarks))
 
 
 def quota(
     config: Annotated[
         Path | None,
-        typer.Option("--config", metavar="DIR",
+        typer.Option("--config", metavar="DIR", show_default=False,
                      help="Configuration directory (else $DISPATCH_CONFIG, else ./config)."),
     ] = None,
     simulated: Annotated[
-        bool, typer.Option("--simulated", help="Show the simulator's separate counters.")
-    ] = False,
+        bool | None, typer.Option(
+            "--simulated/--live", show_default=False,
+            help="Only the simulator's counters / only the real providers' (default: both, "
+                 "each labelled).")
+    ] = None,
+    as_json: JsonOption = False,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
     adopt_limits: Annotated[
         bool,
@@ -116,38 +164,31 @@ def quota(
                           "first)."),
     ] = False,
 ) -> None:
-    """Every limit: used, remaining, and when it resets."""
+    """Every limit: used, remaining, and when it resets (real and simulated apart)."""
     console = Console()
-    try:
-        cfg: Config = load_config(config, simulate=simulated)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            console.print(f"[red]{escape(problem)}[/red]")
-        raise typer.Exit(2) from None
-    try:
-        client = redis_client()
-    except RedisNotConfigured as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2) from None
+    cfg = load_or_exit(str(config) if config else None, simulate=bool(simulated))
+    require_redis()
+    client = redis_client()
     namespace = os.environ.get("DISPATCH_NAMESPACE") or "dispatch"
-    engine = QuotaEngine(client, cfg, namespace=namespace, simulated=simulated)
+    modes = [False, True] if simulated is None else [simulated]
+    engines = [QuotaEngine(client, cfg, namespace=namespace, simulated=m) for m in modes]
     try:
         if adopt_limits:
             old = client.get(fingerprint_key(namespace))
-            new = engine.adopt_limits()
+            new = engines[0].adopt_limits()
             was = old.decode() if isinstance(old, bytes) else old
             console.print(f"limits in force: {new} (was {was or 'unset'})")
             return
-        if not watch:
-            console.print(build_view(engine))
+        if not watch or as_json or not stdout_is_terminal():
+            rows, docs, view, remarks = build_view(engines)
+            emit(rows, docs, as_json, rich=lambda: view, notes=remarks)
             return
-        with Live(build_view(engine), console=console, auto_refresh=False) as live:
+        with Live(watch_view(engines), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(1)
-                live.update(build_view(engine), refresh=True)
+                live.update(watch_view(engines), refresh=True)
     except (QuotaUnavailable, redis.RedisError) as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(1) from None
+        fail(str(exc), EXIT_INFRA)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 

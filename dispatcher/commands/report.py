@@ -12,7 +12,6 @@ service itself never needs.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from html import escape as xml_escape
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -29,6 +28,7 @@ from dispatcher.cli_support import EXIT_INFRA, fail, require_redis
 from dispatcher.commands.config_cmd import ConfigOption, load_or_exit
 from dispatcher.config import Config
 from dispatcher.config.models import Price
+from dispatcher.output import JsonOption, Rows, emit
 from workers.usage import Usage, days_back, load_usage
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
@@ -138,6 +138,7 @@ def report_json(rep: Report) -> dict[str, Any]:
         "days": rep.days,
         "simulated": rep.simulated,
         "rows": [{"day": r.day, "target": r.target, "provider": r.provider, "model": r.model,
+                  "simulated": rep.simulated,
                   **usage_json(r.usage), "paid_equivalent_usd": usd(r.cost_usd),
                   "savings_usd": usd(r.savings_usd), "paid_target": r.paid}
                  for r in rep.rows],
@@ -160,7 +161,7 @@ def _neurons(n: float) -> str:
 
 
 def build_table(rep: Report) -> Table:
-    mode = "simulated traffic" if rep.simulated else "live traffic"
+    mode = "SIMULATED traffic" if rep.simulated else "live traffic, real providers"
     table = Table(title=f"Usage {rep.days[0]} .. {rep.days[-1]} (UTC, {mode})",
                   show_footer=bool(rep.rows))
     t = rep.totals
@@ -315,40 +316,63 @@ def collect(cfg: Config, days: int, simulated: bool) -> Report:
     return build_report(usage, cfg.settings.prices, day_list, simulated, paid)
 
 
+REPORT_HEADER = ["day", "provider", "model", "simulated", "requests", "ok", "prompt_tokens",
+                 "completion_tokens", "total_tokens", "neurons", "paid_equivalent_usd",
+                 "savings_usd"]
+
+
+def report_rows(docs: list[dict[str, Any]]) -> Rows:
+    """Plain rows of every report document (live and simulated rows labelled)."""
+    return Rows(REPORT_HEADER, [[row.get(k, doc["simulated"] if k == "simulated" else None)
+                                 for k in REPORT_HEADER]
+                                for doc in docs for row in doc["rows"]])
+
+
+def _render(reps: list[Report], days: int, chart: Path | None) -> Group:
+    parts: list[Any] = []
+    for rep in reps:
+        mode = "simulated" if rep.simulated else "live (real providers)"
+        if not rep.rows:
+            parts.append(Text(f"No {mode} usage recorded in the last {days} day(s)."))
+            continue
+        what = " - simulated traffic" if rep.simulated else ""
+        parts += [build_table(rep),
+                  Text.from_markup(f"Saved about [bold green]{_usd(rep.savings_usd)}[/] "
+                                   "against the list prices of equivalent paid models "
+                                   f"(settings.prices){what}.")]
+        if rep.unpriced:
+            parts.append(Text("No price configured (not counted): " + ", ".join(rep.unpriced)))
+        parts += [Text(""), terminal_chart(rep), Text("")]
+    if chart is not None:
+        parts.append(Text(f"chart written to {chart}"))
+    return Group(*parts)
+
+
 def report(
     config: ConfigOption = None,
     days: Annotated[int, typer.Option("--days", min=1, max=400,
                                       help="UTC days to show, ending today.")] = 7,
-    simulated: Annotated[bool, typer.Option(
-        "--simulated", help="Show the simulator's traffic instead of real traffic.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    simulated: Annotated[bool | None, typer.Option(
+        "--simulated/--live", show_default=False,
+        help="Only the simulator's traffic / only real traffic (default: both, each "
+             "labelled).")] = None,
+    as_json: JsonOption = False,
     chart: Annotated[Path | None, typer.Option(
         "--chart", metavar="FILE", help="Also write a bar chart (.svg; .png with matplotlib).",
         show_default=False)] = None,
 ) -> None:
-    """Usage per provider/model/day and what it would have cost at paid list prices."""
+    """Usage per provider/model/day and what it would have cost at paid list prices.
+
+    Real and simulated traffic are counted apart and shown apart, each labelled; --json
+    prints a list of report documents, one per kind shown, each with ``simulated``.
+    """
     cfg = load_or_exit(config)
     require_redis()
-    rep = collect(cfg, days, simulated)
+    reps = [collect(cfg, days, m) for m in ([False, True] if simulated is None else [simulated])]
     if chart is not None:
-        write_chart(rep, chart)
-    if as_json:
-        typer.echo(json.dumps(report_json(rep), indent=2))
-        return
-    console = Console()
-    if not rep.rows:
-        console.print(f"No {'simulated ' if simulated else ''}usage recorded in the last "
-                      f"{days} day(s).")
-        return
-    console.print(build_table(rep))
-    console.print(f"Saved about [bold green]{_usd(rep.savings_usd)}[/] against the list "
-                  "prices of equivalent paid models (settings.prices).")
-    if rep.unpriced:
-        console.print("No price configured (not counted): " + escape(", ".join(rep.unpriced)))
-    console.print()
-    console.print(terminal_chart(rep))
-    if chart is not None:
-        console.print(f"chart written to {escape(str(chart))}")
+        write_chart(next((r for r in reps if r.rows), reps[0]), chart)
+    docs = [report_json(rep) for rep in reps]
+    emit(report_rows(docs), docs, as_json, rich=lambda: _render(reps, days, chart))
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import typer
@@ -12,6 +11,7 @@ from rich.console import Console
 from dispatcher.cli_support import (
     EXIT_INFRA,
     EXIT_INVALID,
+    check_output_or_exit,
     fail,
     load_or_exit,
     read_batch_or_exit,
@@ -39,33 +39,70 @@ def parse_duration(text: str) -> float:
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(
-        input_path: Path = typer.Argument(None, metavar="IN.jsonl", help="OpenAI batch file."),
-        output: Path = typer.Option(..., "--output", "-o", help="Results (JSONL)."),
-        simulate: bool = typer.Option(False, "--simulate",
-                                      help="Send all traffic to the local provider simulator."),
-        workers: str = typer.Option("local", "--workers",
+        input_path: Path = typer.Argument(None, metavar="IN.jsonl", show_default=False,
+                                          help="OpenAI batch file."),
+        output: Path = typer.Option(..., "--output", "-o", metavar="OUT.jsonl",
+                                    help="Results (JSONL)."),
+        simulate: bool = typer.Option(
+            None, "--simulate/--no-simulate", show_default=False,
+            help="Send all traffic to the local provider simulator. With --resume the "
+                 "batch decides; a contradicting flag is refused."),
+        workers: str = typer.Option("local", "--workers", metavar="local|external",
                                     help="'local' (start workers) or 'external' (a cluster)."),
-        deadline: str = typer.Option("24h", "--deadline", help="Give up on jobs after this."),
+        deadline: str = typer.Option("24h", "--deadline", metavar="DURATION",
+                                     help="Give up on jobs after this (e.g. 90m, 24h)."),
         strict: bool = typer.Option(False, "--strict", help="Exit 3 if any job failed."),
-        resume: str = typer.Option(None, "--resume", help="Continue an interrupted batch."),
-        config: str = typer.Option(None, "--config", help="Configuration directory."),
+        resume: str = typer.Option(None, "--resume", metavar="BATCH", show_default=False,
+                                   help="Continue an interrupted batch."),
+        config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
+                                   help="Configuration directory."),
     ) -> None:
         """Run a batch to the end and write one result line per input line."""
         if workers not in ("local", "external"):
             fail("--workers must be 'local' or 'external'")
         if input_path is None and not resume:
             fail("give IN.jsonl (or --resume BATCH)")
-        cfg = load_or_exit(config, simulate=simulate)
+        if input_path is not None and resume:
+            fail("give IN.jsonl or --resume BATCH, not both")
+        check_output_or_exit(output)
+        cfg = load_or_exit(config, simulate=bool(simulate))
         deadline_s = parse_duration(deadline)
         specs = read_batch_or_exit(input_path, cfg) if input_path is not None else []
         if workers == "external" and not os.environ.get("REDIS_URL"):
-            fail("--workers external needs REDIS_URL (the cluster's Redis)")
-        code = _run(cfg, specs, output, simulate, workers, deadline_s, strict, resume,
-                    input_path)
+            from dispatcher.embedded import running_server
+
+            if running_server(env().dispatch_state_dir / "redis") is None:
+                fail("--workers external needs a running cluster: REDIS_URL (the cluster's "
+                     "Redis), or `dispatch up` in this directory")
+        from dispatcher.local import sigterm_as_interrupt
+
+        with sigterm_as_interrupt():
+            code = _run(cfg, specs, output, simulate, workers, deadline_s, strict, resume,
+                        input_path)
         raise typer.Exit(code)
 
 
-def _run(cfg, specs, output: Path, simulate: bool, workers: str, deadline_s: float,
+def _resume_checks(rt, batch: str, flag: bool | None, config: str | None):
+    """The resumed batch exists, the flag agrees with it, the configuration serves it:
+    returns (simulated, config as the batch needs it). Exits 2 otherwise."""
+    from dispatcher.resume import pending_target_lists, simulated_conflict, unserved
+
+    info = rt.store.batch(batch)
+    if info is None:
+        fail(f"no batch {batch!r} here (see `dispatch status`); nothing was sent")
+    simulated = info.get("simulated") == "1"
+    conflict = simulated_conflict(batch, simulated, flag)
+    if conflict:
+        fail(conflict)
+    cfg = load_or_exit(config, simulate=simulated)
+    lost = unserved(pending_target_lists(rt, batch), cfg)
+    if lost:
+        fail(f"batch {batch} has unfinished jobs that no usable target of this "
+             f"configuration can serve (their targets: {'; '.join(lost)}); nothing was sent")
+    return simulated, cfg
+
+
+def _run(cfg, specs, output: Path, flag: bool | None, workers: str, deadline_s: float,
          strict: bool, resume: str | None, input_path: Path | None) -> int:
     from redis import RedisError
 
@@ -75,6 +112,10 @@ def _run(cfg, specs, output: Path, simulate: bool, workers: str, deadline_s: flo
 
     out = Console(stderr=True)
     state_dir = env().dispatch_state_dir
+    simulate = bool(flag)
+    if resume and not os.environ.get("REDIS_URL") and not (state_dir / "redis").is_dir():
+        fail(f"no batch {resume!r}: there is no local state ({state_dir}/) here and "
+             "REDIS_URL is unset; nothing was sent")
     stack = LocalStack(state_dir, config_dir(cfg.directory), simulate)
     batch = resume
     try:
@@ -82,24 +123,35 @@ def _run(cfg, specs, output: Path, simulate: bool, workers: str, deadline_s: flo
         from workers.runtime import get_runtime
 
         rt = get_runtime()
+        if resume:
+            simulate, cfg = _resume_checks(rt, resume, flag, str(cfg.directory))
+            stack.simulate = simulate
         rt.quota(simulate).ensure_limits()
         if simulate:
             url = stack.start_simulator(cfg)
             out.print(f"[yellow]SIMULATED[/]: every provider is the local simulator at {url} "
-                      "(the catalog's real limits, no keys, no network)")
+                      "(the catalog's real limits, no keys, no network)", soft_wrap=True)
         if workers == "local":
             stack.start_worker("worker-all", ["worker", "--all", "--loglevel", "warning",
                                               "--config", str(cfg.directory)])
         if batch is None:
             batch = submit(specs, simulated=simulate, deadline_s=deadline_s,
                            name=str(input_path or ""))
-        out.print(f"batch [bold]{batch}[/]: {len(specs) or '?'} jobs queued")
+            out.print(f"batch [bold]{batch}[/]: {len(specs)} jobs queued")
+        else:
+            out.print(f"batch [bold]{batch}[/]: resumed" + (" (simulated)" if simulate else ""))
         finished = follow_batch(rt, batch, out, stack.dead_workers)
         if not finished:
             out.print("[bold red]the local workers stopped[/]; see the log under "
                       f"{state_dir / 'logs'}")
             return EXIT_INFRA
-        n = write_batch_results(batch, output)
+        try:
+            n = write_batch_results(batch, output)
+        except OSError as exc:  # checked before the start; it changed while the batch ran
+            out.print(f"[bold red]cannot write {output}:[/] {exc.strerror or exc}; the "
+                      f"results are kept: dispatch results {batch} -o OTHER.jsonl",
+                      highlight=False)
+            return EXIT_INFRA
         info = rt.store.batch(batch) or {}
         out.print(summary_table(rt, batch))
         out.print(f"wrote {n} result lines to {output} "
@@ -114,9 +166,8 @@ def _run(cfg, specs, output: Path, simulate: bool, workers: str, deadline_s: flo
         out.print(f"\n[yellow]interrupted[/]: batch {batch or '(not submitted)'} keeps its "
                   f"unfinished jobs{where}.")
         if batch:
-            sim = " --simulate" if simulate else ""
-            out.print(f"resume with:  dispatch run --resume {batch} -o {output}{sim}")
-        return 130
+            out.print(f"resume with:  dispatch run --resume {batch} -o {output}")
+        return EXIT_INTERRUPTED
     except LimitsMismatch as exc:
         out.print(f"[bold red]error:[/] {exc}")
         return EXIT_INVALID
@@ -125,4 +176,3 @@ def _run(cfg, specs, output: Path, simulate: bool, workers: str, deadline_s: flo
         return EXIT_INFRA
     finally:
         stack.stop()
-        time.sleep(0)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
-import signal
 import time
 from pathlib import Path
-from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -51,20 +49,17 @@ def _flower_argv(port: int) -> list[str] | None:
     return None
 
 
-def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def up(
         simulate: bool = typer.Option(False, "--simulate",
                                       help="Every provider is the local simulator."),
         flower: bool = typer.Option(True, "--flower/--no-flower", help="Start Flower."),
-        flower_port: int = typer.Option(5555, "--flower-port"),
+        flower_port: int = typer.Option(5555, "--flower-port", metavar="PORT"),
         beat: bool = typer.Option(True, "--beat/--no-beat", help="Start beat (schedules)."),
-        loglevel: str = typer.Option("info", "--loglevel", "-l"),
-        config: str = typer.Option(None, "--config", help="Configuration directory."),
+        loglevel: str = typer.Option("info", "--loglevel", "-l", metavar="LEVEL"),
+        config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
+                                   help="Configuration directory."),
     ) -> None:
         """Run Redis (if needed), routers, provider workers, beat and Flower until Ctrl-C."""
         cfg = load_or_exit(config, simulate=simulate)
@@ -77,17 +72,25 @@ def register(app: typer.Typer) -> None:
 
 def _up(cfg, providers: list[str], simulate: bool, flower: bool, flower_port: int,
         beat: bool, loglevel: str) -> int:
-    from redis import RedisError
-
-    from dispatcher.local import LocalStack
-    from workers.quota.engine import LimitsMismatch
+    from dispatcher.local import LocalStack, sigterm_as_interrupt
 
     out = Console(stderr=True)
     state_dir = env().dispatch_state_dir
     cdir = config_dir(cfg.directory).resolve()
     stack = LocalStack(state_dir, cdir, simulate)
     os.environ["DISPATCH_CONFIG"] = str(cdir)  # this process's runtime reads the same config
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    with sigterm_as_interrupt():
+        return _up_stack(out, stack, cfg, cdir, providers, simulate, flower, flower_port,
+                         beat, loglevel, state_dir)
+
+
+def _up_stack(out: Console, stack, cfg, cdir: Path, providers: list[str], simulate: bool,
+              flower: bool, flower_port: int, beat: bool, loglevel: str,
+              state_dir: Path) -> int:
+    from redis import RedisError
+
+    from workers.quota.engine import LimitsMismatch
+
     try:
         url = stack.start_redis()
         from workers.runtime import get_runtime
@@ -124,9 +127,9 @@ def _up(cfg, providers: list[str], simulate: bool, flower: bool, flower_port: in
         return EXIT_INFRA
     finally:
         n = len(stack.procs)
-        out.print(f"stopping {n} processes ...")
+        what = " and the embedded Redis" if stack.embedded is not None else ""
+        out.print(f"stopping {n} processes{what} ...")
         stack.stop()
-        signal.signal(signal.SIGTERM, previous)
         out.print("stopped.")
 
 
@@ -134,10 +137,14 @@ def _print_topology(out: Console, stack, url: str, sim_url: str | None, flower_n
                     state_dir: Path, simulate: bool) -> None:
     where = "embedded, data in " + str((state_dir / "redis").resolve()) if stack.embedded \
         else "REDIS_URL"
-    out.print(f"Redis      {mask_url(url)}  ({where})", highlight=False)
+    out.print(f"Redis      {mask_url(url)}  ({where})", highlight=False, soft_wrap=True)
+    if stack.embedded:
+        out.print("           every dispatch command run in this directory uses it; elsewhere:",
+                  highlight=False)
+        out.print(f"           export REDIS_URL={url}", highlight=False, soft_wrap=True)
     if sim_url:
         out.print(f"[yellow]SIMULATED[/]  every provider is the local simulator at {sim_url}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     out.print(f"Flower     {flower_note}", highlight=False)
     table = Table(title=None, box=None)
     for col in ("process", "pid", "log"):

@@ -36,14 +36,16 @@ def worker_argv(cfg, providers: list[str], routers: bool, concurrency: int | Non
 def register(app: typer.Typer) -> None:
     @app.command()
     def worker(
-        provider: list[str] = typer.Option([], "--provider", "-p",
+        provider: list[str] = typer.Option([], "--provider", "-p", metavar="NAME",
                                            help="Call this provider (repeatable)."),
         all_: bool = typer.Option(False, "--all", help="Routers and every provider in one."),
-        concurrency: int = typer.Option(None, "--concurrency", "-c",
+        concurrency: int = typer.Option(None, "--concurrency", "-c", metavar="N",
                                         help="Threads (default: from config)."),
-        loglevel: str = typer.Option("info", "--loglevel", "-l"),
-        name: str = typer.Option(None, "--name", "-n", help="Worker name (node@host)."),
-        config: str = typer.Option(None, "--config", help="Configuration directory."),
+        loglevel: str = typer.Option("info", "--loglevel", "-l", metavar="LEVEL"),
+        name: str = typer.Option(None, "--name", "-n", metavar="NODE@HOST",
+                                 help="Worker name."),
+        config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
+                                   help="Configuration directory."),
     ) -> None:
         """A Celery worker. No options: the routing side; --provider NAME: the callers."""
         cfg = load_or_exit(config)

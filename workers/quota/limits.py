@@ -117,9 +117,10 @@ def next_reset(per: Per, tz: str, epoch: float, margin_ms: float = 0.0) -> float
     return float(calendar_period(per, tz, epoch).end)
 
 
-def limit_text(limit: Limit) -> str:
-    """``"30 requests/minute"``."""
-    return f"{limit.limit} {limit.unit.value}/{limit.per.value}"
+def limit_text(limit: Limit, sep: str = "") -> str:
+    """``"30 requests/minute"``, ``"1 request/day"``; ``sep=","``: ``"14,400 requests/day"``."""
+    unit = limit.unit.value[:-1] if limit.limit == 1 else limit.unit.value
+    return f"{limit.limit:{sep}} {unit}/{limit.per.value}"
 
 
 def limit_label(provider: str, model_id: str | None, limit: Limit) -> str:
