@@ -187,7 +187,7 @@ def test_workers_close_an_unlisted_model_route_past_it_and_reopen_it(tmp_path: P
         # Visible: dispatch quota, the metric, and the task (Flower sees the task events).
         quota = CliRunner().invoke(app, ["quota", "--simulated", "--config", str(cfg_dir)],
                                    env={"COLUMNS": "200"})
-        assert "a/m1: paused" in quota.stdout and NOT_LISTED in quota.stdout
+        assert "a/m1: paused" in quota.stderr and NOT_LISTED in quota.stderr  # piped: notes
         listing = CliRunner().invoke(app, ["providers", "--simulate", "--config", str(cfg_dir)])
         assert "closed: a/m1 (not listed upstream" in listing.stderr
         from workers.catalog_watch import UnlistedCollector

@@ -45,7 +45,7 @@ def test_providers_piped_prints_whole_rows_with_a_header():
         (d["provider"], d["model"]) for d in docs]  # every model id whole, none cut
     assert ("cloudflare", "@cf/meta/llama-4-scout-17b-16e-instruct") in {
         (r["provider"], r["model"]) for r in rows}
-    groq = next(r for r in rows if r["model"] == "llama-3.1-8b-instant")
+    groq = next(r for r in rows if r["model"] == "openai/gpt-oss-20b")
     assert groq["enabled"] == "false" and groq["reason"] == "GROQ_API_KEY is not set"
     assert "model:30 requests/minute" in groq["limits"]
 
@@ -78,7 +78,8 @@ def test_config_check_exit_codes_strict_and_json(tmp_path):
     assert sim.exit_code == 0
     doc = json.loads(sim.stdout)
     assert doc["ok"] is True and doc["errors"] == []
-    assert doc["tags"]["fast"] == ["groq/llama-3.1-8b-instant", "cloudflare/@cf/openai/gpt-oss-20b"]
+    assert doc["tags"]["fast"] == ["groq/openai/gpt-oss-20b", "cloudflare/@cf/openai/gpt-oss-20b",
+                                   "openrouter/openai/gpt-oss-20b:free"]
     bad = write_config(tmp_path / "bad", {"a": provider(model("m", limits=[
         {"unit": "requests", "limit": 1, "per": "fortnight"}]))}, {"fast": ["a/m"]})
     res = CliRunner().invoke(app, ["config", "check", "--config", str(bad), "--json"])
