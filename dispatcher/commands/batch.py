@@ -9,7 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dispatcher.cli_support import fail, load_or_exit, read_batch_or_exit, require_redis
+from dispatcher.cli_support import (
+    EXIT_INFRA,
+    fail,
+    load_or_exit,
+    read_batch_or_exit,
+    require_redis,
+)
+
+EXIT_TIMEOUT = 124
+"""``dispatch results --wait --timeout`` gave up before the batch ended (as timeout(1))."""
 
 
 def _when(ts: str | float | None) -> str:
@@ -70,19 +79,58 @@ def register(app: typer.Typer) -> None:
     def results(
         batch: str = typer.Argument(..., metavar="BATCH"),
         output: Path = typer.Option(..., "--output", "-o"),
+        wait: bool = typer.Option(False, "--wait", help="Block until every job has ended."),
+        timeout: str = typer.Option(None, "--timeout", metavar="DURATION",
+                                    help="With --wait: give up after this (e.g. 30m); "
+                                         "the ended lines are written, exit 124."),
         config: str = typer.Option(None, "--config"),
     ) -> None:
-        """Write a batch's result lines (input order; unfinished jobs say so)."""
+        """Write the ENDED jobs' result lines (input order) and say how many are pending.
+
+        A pending job gets no line (OpenAI's output files hold finished requests only),
+        so a script collecting early never records a running job as failed.
+        """
+        import time
+
+        from dispatcher.commands.run import EXIT_INTERRUPTED, parse_duration
+        from dispatcher.progress import follow_batch
+        from dispatcher.results import output_problem
+
+        if problem := output_problem(output):  # before any waiting
+            fail(problem)
+        limit = parse_duration(timeout, "--timeout") if timeout is not None else None
+        if limit is not None and not wait:
+            fail("--timeout only applies with --wait")
         rt = _runtime(config)
-        info = rt.store.batch(batch)
-        if info is None:
+        if rt.store.batch(batch) is None:
             fail(f"no batch {batch!r}")
+        console = Console(stderr=True)
+        timed_out = False
+        if wait:
+            end = None if limit is None else time.monotonic() + limit
+            try:  # the stop condition is follow_batch's "workers died" hook
+                timed_out = not follow_batch(
+                    rt, batch, console,
+                    lambda: ["timeout"] if end is not None and time.monotonic() > end else [])
+            except KeyboardInterrupt:
+                console.print(f"\n[yellow]interrupted[/]: nothing written; batch {batch} "
+                              "goes on.")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
         from dispatcher.batches import write_batch_results
 
-        n = write_batch_results(batch, output)
-        pending = info["total"] - info["completed"] - info["failed"]
-        print(f"wrote {n} lines to {output}" + (f" ({pending} jobs not finished yet)"
-                                                 if pending else ""))
+        try:
+            got = write_batch_results(batch, output)
+        except OSError as exc:
+            fail(f"{output}: cannot write: {exc.strerror or exc}", EXIT_INFRA)
+        left = [f"{got.pending} jobs pending"] if got.pending else []
+        if got.missing:
+            left.append(f"{got.missing} job records missing (past jobs.retention_days?)")
+        note = f" ({'; '.join(left)}; collect them later, or use --wait)" if left else ""
+        console.print(f"wrote {got.written} ended lines to {output}{note}", highlight=False,
+                      soft_wrap=True)
+        if timed_out:
+            console.print(f"[yellow]timed out[/] after {timeout}: the batch has not ended")
+            raise typer.Exit(EXIT_TIMEOUT)
 
     @app.command()
     def cancel(

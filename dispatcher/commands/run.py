@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -18,22 +19,25 @@ from dispatcher.cli_support import (
 )
 from dispatcher.config import config_dir
 from dispatcher.progress import follow_batch, summary_table
+from dispatcher.results import output_problem
 from dispatcher.settings import env
 
 EXIT_STRICT = 3
 EXIT_INTERRUPTED = 130
 
 
-def parse_duration(text: str) -> float:
-    """``24h``, ``90m``, ``45s``, ``2d`` or plain seconds."""
+def parse_duration(text: str, option: str = "--deadline") -> float:
+    """``24h``, ``90m``, ``45s``, ``2d`` or plain seconds (finite, not negative)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     text = text.strip().lower()
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        value = float(number) * unit
     except ValueError:
-        fail(f"--deadline {text!r}: expected e.g. 24h, 90m, 45s")
+        value = math.nan
+    if not 0 <= value < math.inf:
+        fail(f"{option} {text!r}: expected e.g. 24h, 90m, 45s")
+    return value
 
 
 def register(app: typer.Typer) -> None:
@@ -58,6 +62,8 @@ def register(app: typer.Typer) -> None:
         cfg = load_or_exit(config, simulate=simulate)
         deadline_s = parse_duration(deadline)
         specs = read_batch_or_exit(input_path, cfg) if input_path is not None else []
+        if problem := output_problem(output):  # before the batch, not hours later
+            fail(problem)
         if workers == "external" and not os.environ.get("REDIS_URL"):
             fail("--workers external needs REDIS_URL (the cluster's Redis)")
         code = _run(cfg, specs, output, simulate, workers, deadline_s, strict, resume,
@@ -99,10 +105,16 @@ def _run(cfg, specs, output: Path, simulate: bool, workers: str, deadline_s: flo
             out.print("[bold red]the local workers stopped[/]; see the log under "
                       f"{state_dir / 'logs'}")
             return EXIT_INFRA
-        n = write_batch_results(batch, output)
+        got = write_batch_results(batch, output)
+        if not got.complete:  # never write a pending job as ended; say what is missing
+            out.print(f"[bold red]incomplete results[/]: {got.pending} jobs not ended and "
+                      f"{got.missing} job records missing; wrote the {got.written} ended "
+                      f"lines to {output}. Collect the rest with: dispatch results {batch} "
+                      f"-o {output} --wait")
+            return EXIT_INFRA
         info = rt.store.batch(batch) or {}
         out.print(summary_table(rt, batch))
-        out.print(f"wrote {n} result lines to {output} "
+        out.print(f"wrote {got.written} result lines to {output} "
                   f"({info.get('completed', 0)} completed, {info.get('failed', 0)} failed)"
                   + (" [yellow](simulated)[/]" if simulate else ""))
         if strict and info.get("failed"):
