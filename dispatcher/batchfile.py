@@ -26,15 +26,14 @@ Line format (OpenAI batch request lines, CONTRACT.md "Jobs in, results out")::
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dispatcher.chat_body import MAX_DEPTH, body_problems, value_problem
+from dispatcher import strict_json
+from dispatcher.chat_body import body_problems, value_problem
 from dispatcher.config import Config, split_target
 from dispatcher.routing import Memo, eligibility
 
@@ -244,45 +243,15 @@ def parse_job(obj: dict[str, Any], cfg: Config, line: int = 1) -> JobSpec:
     return spec
 
 
-class _Unusable(Exception):
-    """A JSON number or constant that no upstream could take (raised while decoding)."""
-
-
-def _parse_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > 19:  # beyond 64 bits; Python itself refuses beyond 4,300 digits
-        raise _Unusable(f"an integer of {digits} digits (at most 19: a 64-bit integer)")
-    return int(text)
-
-
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Unusable(f"the number {text[:24]}{'...' if len(text) > 24 else ''} is beyond "
-                        "the range of a double")
-    return value
-
-
-def _parse_constant(name: str) -> Any:
-    raise _Unusable(f"{name} is not JSON (numbers must be finite)")
-
-
 def decode_line(text: str) -> Any:
     """One JSON value, or ``_Refused("invalid_json_line", reason)``: strict JSON only
-    (no ``NaN``/``Infinity``), bounded numbers, nesting refused rather than recursed."""
+    (no ``NaN``/``Infinity``, no NUL byte), bounded numbers, nesting refused."""
     nul = text.find("\x00")
     if nul >= 0:
         raise _Refused("invalid_json_line", f"a NUL byte at column {nul + 1}")
     try:
-        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
-                          parse_constant=_parse_constant)
-    except json.JSONDecodeError as exc:
-        raise _Refused("invalid_json_line",
-                       f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-    except RecursionError:
-        raise _Refused("invalid_json_line",
-                       f"nested far more than {MAX_DEPTH} levels deep") from None
-    except _Unusable as exc:
+        return strict_json.loads(text)
+    except strict_json.JSONRefused as exc:
         raise _Refused("invalid_json_line", str(exc)) from None
 
 

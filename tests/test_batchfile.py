@@ -382,7 +382,7 @@ USER = [{"role": "user", "content": "x"}]
     ('{"custom_id": "a", "body": {"model": "fast", "max_tokens": ' + "7" * 5000 + "}}",
      "invalid_json_line", "an integer of 5000 digits (at most 19: a 64-bit integer)"),
     ('{"custom_id": "a", "body": ' + "[" * 10_000 + "]" * 10_000 + "}",
-     "invalid_json_line", "nested far more than 100 levels deep"),
+     "invalid_json_line", "nested too deeply to decode"),
     ('{"custom_id": "a", "metadata": ' + "[" * 500 + "]" * 500 + "}",
      "invalid_value", "metadata[0][0][0]"),
     ('{"custom_id": "a\x00", "body": {}}', "invalid_json_line", "a NUL byte at column 17"),

@@ -30,7 +30,7 @@ BAD_LINES = {
     "huge_int": (b'{"custom_id": "a", "body": {"max_tokens": ' + b"9" * 5000 + b"}}",
                  "line 2: an integer of 5000 digits"),
     "deep": (b'{"custom_id": "a", "body": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
-             "line 2: nested far more than 100 levels deep"),
+             "line 2: nested too deeply to decode"),
     "utf8": (b'{"custom_id": "\xff\xfe"}', "line 2: not valid UTF-8 (byte 16)"),
     "nul": (b'{"custom_id": "a\x00"}', "line 2: a NUL byte at column 17"),
     "too_long": (b'{"custom_id": "a", "metadata": "' + b"x" * 40_000 + b'"}',
