@@ -16,18 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dispatcher.batchfile import PROBLEM_CODES, BatchInvalid, JobSpec, parse_batch
 from dispatcher.chat_body import BODY_FIELDS, ROLES
 from dispatcher.config import Config, load_config
 from tests.conftest import SHIPPED_CONFIG
+from tests.strategies import FUZZ, json_like
 from workers.providers.adapters import adapter_for
 from workers.quota.costs import estimate_cost
-
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +33,9 @@ def cfg() -> Config:
     return load_config(SHIPPED_CONFIG, simulate=True)
 
 
-scalars = (st.none() | st.booleans() | st.integers() | st.floats()
-           | st.text(max_size=12) | st.sampled_from(["", "fast", "\ud800", "\x00"]))
-json_values = st.recursive(
-    scalars,
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids,
-                                                                max_size=4),
-    max_leaves=16,
-)
+json_values = json_like(["", "fast", "\ud800", "\x00"])
+
+
 def mostly(valid: st.SearchStrategy[Any], junk: st.SearchStrategy[Any] = json_values,
            one_in: int = 8) -> st.SearchStrategy[Any]:
     """``valid``, but ``junk`` once in ``one_in`` draws (garbage in random places, while

@@ -16,23 +16,17 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher.config import Config, ConfigError, load_config
 from tests.conftest import SHIPPED_CONFIG
+from tests.strategies import FUZZ, json_like
 
 FILES = ("providers.yaml", "routes.yaml", "settings.yaml", "schedules.yaml")
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
-    | st.sampled_from([10**30, -1, 0, math.inf, "Europe/Nowhere", "* * * * *", "+05:30"]),
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
-        st.text(max_size=6) | st.integers(), kids, max_size=3),
-    max_leaves=10,
-)
+FUZZ_CONFIG = settings(FUZZ, max_examples=150)
+values = json_like([10**30, -1, 0, math.inf, "Europe/Nowhere", "* * * * *", "+05:30"],
+                   keys=st.text(max_size=6) | st.integers(), max_leaves=10)
 yaml_noise = st.text(alphabet=st.sampled_from(list("ab1:-[]{}&*!|>#'\"\n \t.%@`?,\\\x00\x07é")),
                      max_size=120)
 
@@ -51,13 +45,13 @@ def _load(name: str, content: bytes) -> Config | ConfigError:
             return exc
 
 
-@FUZZ
+@FUZZ_CONFIG
 @given(name=st.sampled_from(FILES), content=st.binary(max_size=300))
 def test_any_bytes_in_any_file(name: str, content: bytes) -> None:
     _load(name, content)
 
 
-@FUZZ
+@FUZZ_CONFIG
 @given(name=st.sampled_from(FILES), content=yaml_noise)
 def test_yaml_looking_noise_in_any_file(name: str, content: str) -> None:
     _load(name, content.encode("utf-8"))
@@ -82,7 +76,7 @@ def test_the_shipped_files_load(name: str) -> None:
     assert isinstance(_load(name, (SHIPPED_CONFIG / name).read_bytes()), Config)
 
 
-@FUZZ
+@FUZZ_CONFIG
 @given(data=st.data())
 def test_a_wrong_value_at_any_key_path_is_refused_with_its_file(data: st.DataObject) -> None:
     name = data.draw(st.sampled_from(sorted(SHIPPED)))

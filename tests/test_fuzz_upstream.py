@@ -1,0 +1,113 @@
+"""Property tests of what an upstream sends back: headers and bodies of any shape.
+
+Whatever the status, headers and bytes, the header parsers return finite, bounded
+numbers or nothing, and every adapter classifies the answer into an outcome — a usable
+``Success`` only when its usage is trustworthy — never an exception. Fixed seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.strategies import FUZZ, json_like
+from workers.providers import headers as hdr
+from workers.providers.adapters import ADAPTERS, MAX_USAGE_TOKENS, USAGE_FIELDS, adapter_for
+from workers.providers.outcomes import (
+    JobRejected,
+    Observation,
+    RateLimited,
+    Success,
+    TargetRejected,
+    Transient,
+)
+
+NAMES = ["retry-after", "Retry-After", "retry-after-ms", "x-ratelimit-remaining",
+         "x-ratelimit-limit", "x-ratelimit-reset", "ratelimitbysize-remaining",
+         "ratelimitbysize-limit", "ratelimitbysize-reset",
+         "x-ratelimitbysize-remaining-minute", "x-ratelimitbysize-limit-month",
+         *(f"x-ratelimit-{k}-{u}" for k in ("remaining", "limit", "reset")
+           for u in ("requests", "tokens"))]
+GARBAGE = ["inf", "-inf", "nan", "1e400", "-5", "0", "1e300", "9" * 400, "7.5s", "1h2m",
+           "99999h", "-3s", "Wed, 21 Oct 2015 07:28:00 GMT", "Mon, 01 Jan 99999 00:00:00 GMT",
+           "1800000000000", "1800000000", "", "١٢", "1_000"]
+header_values = st.sampled_from(GARBAGE) | st.text(max_size=20)
+headers = st.dictionaries(st.sampled_from(NAMES), header_values, max_size=6)
+messages = st.sampled_from(["Please try again in 1e400s", "try again in 99999h", "per day",
+                            "rate-limited upstream", "Rate limit reached: try again in 7.66s",
+                            ""]) | st.text(max_size=30)
+garbage_json = json_like([math.inf, math.nan, -1, 10**30, "5", True])
+
+
+def _ok_delay(value: float | None, most: float) -> bool:
+    return value is None or (math.isfinite(value) and 0 <= value <= most)
+
+
+def _ok_observation(o: Observation) -> bool:
+    return (0 <= o.remaining <= hdr.MAX_COUNT
+            and (o.limit is None or 0 <= o.limit <= hdr.MAX_COUNT)
+            and _ok_delay(o.reset_s, hdr.MAX_RESET_S))
+
+
+@FUZZ
+@given(h=headers, message=messages, now=st.floats(0, 4e9))
+def test_header_parsers_give_bounded_numbers_or_nothing(h: dict, message: str,
+                                                        now: float) -> None:
+    assert _ok_delay(hdr.parse_retry_after(h, now=now), hdr.MAX_RETRY_AFTER_S)
+    assert _ok_delay(hdr.retry_hint(message), hdr.MAX_RETRY_AFTER_S)
+    for fmt in hdr.OBSERVERS:
+        assert all(_ok_observation(o) for o in hdr.observations(fmt, h, now=now))
+
+
+@FUZZ
+@given(text=header_values)
+def test_go_duration_is_finite_and_not_negative_or_a_value_error(text: str) -> None:
+    try:
+        seconds = hdr.parse_go_duration(text)
+    except ValueError:
+        return
+    assert math.isfinite(seconds) and seconds >= 0
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> bytes:
+    """Completions, error bodies and envelopes with garbage in random places."""
+    kind = draw(st.sampled_from(["completion", "error", "envelope", "json", "bytes"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=200))
+    if kind == "json":
+        body: Any = draw(garbage_json)
+    elif kind == "completion":
+        body = {"choices": draw(st.just([{"message": {"role": "assistant", "content": "x"}}])
+                                | garbage_json),
+                "usage": draw(st.dictionaries(st.sampled_from(USAGE_FIELDS), garbage_json)
+                              | garbage_json)}
+    elif kind == "error":
+        body = {"error": draw(st.fixed_dictionaries({"message": garbage_json,
+                                                     "code": garbage_json}) | garbage_json)}
+    else:
+        body = {"success": draw(garbage_json), "errors": draw(garbage_json),
+                "result": draw(garbage_json)}
+    return json.dumps(body).encode()  # NaN, Infinity and huge integers included
+
+
+@FUZZ
+@given(dialect=st.sampled_from(sorted(ADAPTERS)), status=st.integers(100, 599),
+       h=headers, content=answers())
+def test_every_answer_is_classified_never_raised(dialect: str, status: int, h: dict,
+                                                 content: bytes) -> None:
+    out = adapter_for(dialect).classify(status, h, content)
+    assert isinstance(out, Success | RateLimited | Transient | TargetRejected | JobRejected)
+    if isinstance(out, Success):
+        assert 200 <= status < 300
+        for name in USAGE_FIELDS:
+            value = (out.usage or {}).get(name)
+            assert value is None or (type(value) is int and 0 <= value <= MAX_USAGE_TOKENS)
+        json.dumps(out.body, allow_nan=False)  # storable and writable as strict JSON
+    if isinstance(out, RateLimited):
+        assert _ok_delay(out.retry_after_s, hdr.MAX_RETRY_AFTER_S)
+    assert all(_ok_observation(o) for o in adapter_for(dialect).observations(status, h))
