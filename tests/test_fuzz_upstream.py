@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 from hypothesis import given
@@ -111,3 +112,109 @@ def test_every_answer_is_classified_never_raised(dialect: str, status: int, h: d
     if isinstance(out, RateLimited):
         assert _ok_delay(out.retry_after_s, hdr.MAX_RETRY_AFTER_S)
     assert all(_ok_observation(o) for o in adapter_for(dialect).observations(status, h))
+
+
+# -- end to end: a real worker against a real local upstream that sends garbage ---------
+
+GOOD = {"id": "chatcmpl-ok", "object": "chat.completion", "model": "m1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
+CHOICES = b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}]'
+SCRIPT: list[tuple[int, dict[str, str], bytes]] = [
+    (429, {"Retry-After": "inf", "x-ratelimit-remaining-tokens": "nan",
+           "x-ratelimit-reset-tokens": "1e400s"}, b'{"error": {"message": "slow down"}}'),
+    (200, {}, b"{" + CHOICES + b', "usage": {"prompt_tokens": 1e400}}'),
+    (200, {}, b"{" + CHOICES + b', "usage": {"prompt_tokens": "12", "completion_tokens": []}}'),
+    (200, {"x-ratelimit-remaining-requests": "-inf"},
+     b"{" + CHOICES + b', "usage": {"prompt_tokens": ' + b"9" * 5000 + b"}}"),
+    (429, {"Retry-After": "-5", "retry-after-ms": "NaN"}, b"not json at all"),
+    (200, {}, b'{"usage": ' + b"[" * 3000 + b"]" * 3000 + b"}"),
+]
+"""What the upstream answers first, in order; every later request gets ``GOOD``."""
+
+
+class _Upstream:
+    """A tiny OpenAI-shaped HTTP server on a free port, answering ``SCRIPT`` then GOOD."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.script = list(SCRIPT)
+        self.requests = 0
+        lock = threading.Lock()
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                with lock:
+                    upstream.requests += 1
+                    status, headers, body = upstream.script.pop(0) if upstream.script \
+                        else (200, {}, json.dumps(GOOD).encode())
+                self.send_response(status)
+                for k, v in {"content-type": "application/json", **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_worker_survives_an_upstream_sending_garbage_and_every_job_ends(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    """Retry-After: inf / -5 / NaN, rate-limit headers of nan and -inf, usage of 1e400,
+    of strings and lists, a 5,000-digit integer, 3,000 levels of nesting: each answer is
+    a malformed one (retried, with the default cooldown, not an endless one); the jobs end
+    with the good answer that follows and the same worker process serves them all."""
+    from dispatcher.batches import result_lines, submit
+    from dispatcher.batchfile import parse_batch
+    from dispatcher.config import load_config
+    from tests.cluster import Cluster, job_line, model, provider, write_config
+
+    upstream = _Upstream()
+    monkeypatch.setenv("FUZZ_UPSTREAM_KEY", "fuzz-upstream-key")
+    cfg_dir = write_config(
+        tmp_path / "config",
+        {"junk": provider(model("m1"), dialect="groq", base_url=upstream.url,
+                          api_key_env="FUZZ_UPSTREAM_KEY", max_retries=2)},
+        {"fast": ["junk/m1"]},
+        {"jobs": {"max_attempts": 20}},
+    )
+    try:
+        with Cluster(cfg_dir, tmp_path) as c:
+            worker = c.start_worker("--all")
+            cfg = load_config(cfg_dir)
+            batch = submit(parse_batch([job_line(f"g{i}", "fast") for i in range(3)], cfg),
+                           simulated=False, deadline_s=600)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                info = c.batch(batch)
+                if info and info["completed"] + info["failed"] >= info["total"]:
+                    break
+                assert worker.poll() is None, c.log("w0")[-3000:]
+                time.sleep(0.2)
+            lines = list(result_lines(batch))
+            assert worker.poll() is None, "the worker died"
+            log = c.log("w0")
+    finally:
+        upstream.close()
+    assert [x["custom_id"] for x in lines] == ["g0", "g1", "g2"], c.batch(batch)
+    assert all(x["response"]["status_code"] == 200 for x in lines)
+    assert all(x["response"]["body"]["choices"][0]["message"]["content"] == "fine"
+               for x in lines)
+    assert all(x["dispatch"]["usage"]["total_tokens"] == 10 for x in lines)
+    assert upstream.requests == len(SCRIPT) + 3  # each garbage answer taken once, no more
+    assert "Traceback" not in log and "OverflowError" not in log
