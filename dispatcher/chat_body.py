@@ -189,8 +189,10 @@ def value_problem(value: Any, path: str = "", max_depth: int = MAX_DEPTH) -> str
     """The first value anywhere in ``value`` that no upstream could take, or None.
 
     Iterative (an explicit stack), so even a structure nested far beyond ``max_depth``
-    costs no recursion.
+    costs no recursion. A quick pass first; key paths are only built for a bad value.
     """
+    if _clean(value, max_depth):
+        return None
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         v, where, depth = stack.pop()
@@ -199,6 +201,8 @@ def value_problem(value: Any, path: str = "", max_depth: int = MAX_DEPTH) -> str
                 return f"{_short(where)}: nested more than {max_depth} levels deep"
             items = v.items() if isinstance(v, dict) else enumerate(v)
             for k, x in items:
+                if not isinstance(k, str | int):
+                    return f"{_short(where)}: a key that is not a string ({_kind(k)})"
                 if isinstance(k, str):
                     problem = _text_problem(k, f"{_short(where)} (a key)")
                     if problem:
@@ -215,7 +219,39 @@ def value_problem(value: Any, path: str = "", max_depth: int = MAX_DEPTH) -> str
             return f"{_short(where)}: integer out of range (more than 64 bits)"
         elif isinstance(v, float) and not math.isfinite(v):
             return f"{_short(where)}: {v} is not a finite number"
+        elif not isinstance(v, int | float | bool) and v is not None:
+            return f"{_short(where)}: a {_kind(v)} is not a JSON value"
     return None
+
+
+def _clean(value: Any, max_depth: int) -> bool:
+    """True when :func:`value_problem` has nothing to say (the fast path: no key paths)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        t = type(v)
+        if t is str:
+            if not v.isascii() and _text_problem(v, ""):
+                return False
+        elif t is dict or t is list:
+            if depth >= max_depth:
+                return False
+            if t is dict:
+                for k in v:
+                    if type(k) is not str or (not k.isascii() and _text_problem(k, "")):
+                        return False
+                stack.extend((x, depth + 1) for x in v.values())
+            else:
+                stack.extend((x, depth + 1) for x in v)
+        elif t is int:
+            if not -INT64 <= v < INT64:
+                return False
+        elif t is float:
+            if not math.isfinite(v):
+                return False
+        elif v is not None and t is not bool:
+            return False
+    return True
 
 
 def _short(path: str, most: int = 120) -> str:

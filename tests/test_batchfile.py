@@ -452,3 +452,14 @@ def test_the_byte_cap_is_exact(tmp_path: Path, content: int) -> None:
             parse_batch(path, cfg)
         [p] = info.value.problems
         assert p.code == ("line_too_long" if content > 11 else "invalid_json_line"), ending
+
+
+def test_an_inline_job_with_a_value_json_cannot_hold_is_refused(cfg: Config) -> None:
+    """Inline jobs of schedules.yaml come from YAML, which also has dates and sets."""
+    import datetime
+
+    job = req("a", metadata={"when": datetime.date(2026, 1, 1)})
+    with pytest.raises(BatchInvalid) as info:
+        parse_job(job, cfg)
+    [p] = info.value.problems
+    assert (p.code, p.message) == ("invalid_value", "metadata.when: a date is not a JSON value")
