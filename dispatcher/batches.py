@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
 
 from dispatcher.batchfile import JobSpec
 from dispatcher.results import result_line, write_results
@@ -97,6 +100,16 @@ def result_lines(batch: str, tally: Collected | None = None) -> Iterator[dict[st
             tally.missing += 1
         else:
             tally.pending += 1
+
+
+def wait_for_end(rt: Any, batch: str, console: Console, timeout_s: float | None) -> bool:
+    """Follow ``batch`` (a progress line on ``console``) until every job has ended: True;
+    or until ``timeout_s`` passes first: False. Ctrl-C propagates."""
+    from dispatcher.progress import follow_batch
+
+    end = None if timeout_s is None else time.monotonic() + timeout_s
+    return follow_batch(rt, batch, console,  # its "workers died" hook is our stop condition
+                        lambda: ["timeout"] if end is not None and time.monotonic() > end else [])
 
 
 def write_batch_results(batch: str, out: str | Path) -> Collected:

@@ -361,3 +361,16 @@ def test_an_unwritable_output_is_refused_before_waiting(tmp_path: Path, where: s
             shutil.rmtree(locked)
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_unreachable_redis_is_an_infrastructure_failure_not_a_traceback(
+        tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    proc = _dispatch("results", "batch_x", "-o", str(tmp_path / "o.jsonl"), env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "Redis failed" in proc.stderr and "Traceback" not in proc.stderr

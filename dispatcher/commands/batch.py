@@ -90,10 +90,10 @@ def register(app: typer.Typer) -> None:
         A pending job gets no line (OpenAI's output files hold finished requests only),
         so a script collecting early never records a running job as failed.
         """
-        import time
+        from redis import RedisError
 
+        from dispatcher.batches import wait_for_end, write_batch_results
         from dispatcher.commands.run import EXIT_INTERRUPTED, parse_duration
-        from dispatcher.progress import follow_batch
         from dispatcher.results import output_problem
 
         if problem := output_problem(output):  # before any waiting
@@ -102,24 +102,17 @@ def register(app: typer.Typer) -> None:
         if limit is not None and not wait:
             fail("--timeout only applies with --wait")
         rt = _runtime(config)
-        if rt.store.batch(batch) is None:
-            fail(f"no batch {batch!r}")
         console = Console(stderr=True)
-        timed_out = False
-        if wait:
-            end = None if limit is None else time.monotonic() + limit
-            try:  # the stop condition is follow_batch's "workers died" hook
-                timed_out = not follow_batch(
-                    rt, batch, console,
-                    lambda: ["timeout"] if end is not None and time.monotonic() > end else [])
-            except KeyboardInterrupt:
-                console.print(f"\n[yellow]interrupted[/]: nothing written; batch {batch} "
-                              "goes on.")
-                raise typer.Exit(EXIT_INTERRUPTED) from None
-        from dispatcher.batches import write_batch_results
-
         try:
+            if rt.store.batch(batch) is None:
+                fail(f"no batch {batch!r}")
+            ended = wait_for_end(rt, batch, console, limit) if wait else True
             got = write_batch_results(batch, output)
+        except KeyboardInterrupt:
+            console.print(f"\n[yellow]interrupted[/]: nothing written; batch {batch} goes on.")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except RedisError as exc:
+            fail(f"Redis failed: {exc}", EXIT_INFRA)
         except OSError as exc:
             fail(f"{output}: cannot write: {exc.strerror or exc}", EXIT_INFRA)
         left = [f"{got.pending} jobs pending"] if got.pending else []
@@ -128,7 +121,7 @@ def register(app: typer.Typer) -> None:
         note = f" ({'; '.join(left)}; collect them later, or use --wait)" if left else ""
         console.print(f"wrote {got.written} ended lines to {output}{note}", highlight=False,
                       soft_wrap=True)
-        if timed_out:
+        if not ended:
             console.print(f"[yellow]timed out[/] after {timeout}: the batch has not ended")
             raise typer.Exit(EXIT_TIMEOUT)
 
