@@ -91,3 +91,16 @@ def test_a_wrong_value_at_any_key_path_is_refused_with_its_file(data: st.DataObj
             node = node[key]
         node[path[-1]] = value
     _load(name, yaml.safe_dump(doc, allow_unicode=True).encode("utf-8", "surrogatepass"))
+
+
+def test_an_inline_scheduled_job_with_yaml_dates_is_read_as_written(tmp_path: Path) -> None:
+    """YAML reads ``2026-01-01`` as a date, which JSON cannot hold: the job keeps the text
+    the user wrote instead of crashing the beat tick."""
+    from workers.schedules import schedule_jobs
+
+    shutil.copytree(SHIPPED_CONFIG, tmp_path / "c")
+    (tmp_path / "c" / "schedules.yaml").write_text(
+        "schedules:\n  daily:\n    cron: '0 6 * * *'\n    jobs:\n"
+        "      - {body: {model: fast, messages: [{role: user, content: 2026-01-01}]}}\n")
+    [job] = schedule_jobs(load_config(tmp_path / "c", simulate=True), "daily")
+    assert job.body["messages"][0]["content"] == "2026-01-01"
