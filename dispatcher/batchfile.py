@@ -274,11 +274,12 @@ def _file_lines(path: str | os.PathLike[str], cap: int) -> Iterator[bytes | _Too
                 content = raw.rstrip(b"\r\n")
                 yield raw if len(content) <= cap else _TooLong(len(content))
                 continue
-            size = len(raw)
-            while (chunk := fh.readline(_SKIP_CHUNK)) and not chunk.endswith(b"\n"):
-                size += len(chunk)
-            size += len(chunk.rstrip(b"\r\n"))
-            yield _TooLong(size)
+            size, tail = len(raw), raw[-64:]
+            while chunk := fh.readline(_SKIP_CHUNK):
+                size, tail = size + len(chunk), tail[-64:] + chunk
+                if chunk.endswith(b"\n"):
+                    break
+            yield _TooLong(size - (len(tail) - len(tail.rstrip(b"\r\n"))))  # w/o CR LF
 
 
 def _lines(source: Iterable[str] | str | os.PathLike[str],

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dispatcher.batchfile import PROBLEM_CODES, BatchInvalid, JobSpec, parse_batch
@@ -130,3 +130,35 @@ def test_any_request_lines_give_jobs_or_line_numbered_problems(cfg: Config, data
 def test_well_formed_jobs_with_any_messages(cfg: Config, body: Any) -> None:
     line = json.dumps({"custom_id": "a", "body": {"model": "fast", "messages": body}})
     _check(_parse([line], cfg), 1, cfg)
+
+
+@FUZZ
+@example(lines=[b"x" * 4, b""], endings=[b"\r\n"] * 8, last=b"", cap=3)  # CR past the cap
+@example(lines=[b"x" * 5], endings=[b"\n"] * 8, last=b"\r\n", cap=3)
+@given(lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")),
+                      min_size=1, max_size=8),
+       endings=st.lists(st.sampled_from([b"\n", b"\r\n"]), min_size=8, max_size=8),
+       last=st.sampled_from([b"", b"\n", b"\r\n"]), cap=st.integers(1, 30))
+def test_the_line_reader_splits_like_a_text_editor_and_caps_exactly(
+        lines: list[bytes], endings: list[bytes], last: bytes, cap: int) -> None:
+    """Whatever the line lengths, endings and cap: the reader yields one item per line,
+    the line itself when its content (without CR/LF) has at most ``cap`` bytes, else
+    ``_TooLong`` with its exact size."""
+    from dispatcher.batchfile import _file_lines, _TooLong
+
+    data = b"".join(line + end for line, end in zip(lines[:-1], endings, strict=False))
+    data += lines[-1] + last
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "in.jsonl"
+        path.write_bytes(data)
+        got = list(_file_lines(path, cap))
+    raws = data.split(b"\n")
+    if raws[-1] == b"":  # the file ends with a newline (or is empty): no line after it
+        raws.pop()
+    assert len(got) == len(raws)
+    for item, raw in zip(got, raws, strict=True):
+        content = raw.rstrip(b"\r")
+        if len(content) > cap:
+            assert isinstance(item, _TooLong) and item.size == len(content), (item, raw)
+        else:
+            assert isinstance(item, bytes) and item.rstrip(b"\r\n") == content
