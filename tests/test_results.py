@@ -217,12 +217,12 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def quota_bound(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, str], str]]:
-    """A cluster whose only `fast` target allows 2 requests a day: of a 6-job batch, 2 end
-    and 4 wait (for tomorrow) until the batch is cancelled."""
+    """A cluster whose only `fast` target allows 2 requests an hour (a rolling window: no
+    midnight reset to race): of a 6-job batch, 2 end and 4 wait until it is cancelled."""
     cfg = write_config(
         tmp_path / "config",
         {"alpha": provider(model("a1"), limits=[{"unit": "requests", "limit": 2,
-                                                "per": "day"}]),
+                                                "per": "hour"}]),
          "beta": provider(model("b1"))},
         {"fast": ["alpha/a1"], "bulk": ["beta/b1"]},
     )
@@ -233,6 +233,18 @@ def quota_bound(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, str], str]]
         batch = c.submit([job_line(f"e{i}", "fast") for i in range(6)])
         _until(lambda: c.batch(batch)["completed"] >= 2, "two jobs served")
         yield c, env, batch
+
+
+def _served(lines: list[dict[str, Any]], batch: str) -> bool:
+    """Exactly the completed jobs' lines (which two won the quota race is not fixed), in
+    input order, each a 200."""
+    from workers.runtime import get_runtime
+
+    done = [cid for _, cid, state, _ in get_runtime().store.results(batch)
+            if state == "completed"]
+    assert len(done) == 2, done
+    assert [x["custom_id"] for x in lines] == done
+    return all(x["response"]["status_code"] == 200 and x["error"] is None for x in lines)
 
 
 def _until(cond: Any, what: str, timeout: float = 60) -> None:
@@ -250,8 +262,7 @@ def test_early_results_hold_only_the_finished_lines_and_say_how_many_are_pending
     proc = _dispatch("results", batch, "-o", str(out), env=env)
     assert proc.returncode == 0, proc.stderr
     lines = _read(out)
-    assert [x["custom_id"] for x in lines] == ["e0", "e1"]  # input order, finished only
-    assert all(x["response"]["status_code"] == 200 and x["error"] is None for x in lines)
+    assert _served(lines, batch)  # the two that ended, in input order; no pending one
     assert "4 jobs pending" in proc.stderr and "wrote 2 ended lines" in proc.stderr
     assert c.batch(batch)["completed"] == 2  # collecting changed nothing
 
@@ -271,7 +282,7 @@ def test_wait_blocks_until_the_batch_ends_and_then_writes_every_line(
     lines = _read(out)
     assert [x["custom_id"] for x in lines] == [f"e{i}" for i in range(6)]
     codes = [(x["error"] or {}).get("code") for x in lines]
-    assert codes == [None, None, "cancelled", "cancelled", "cancelled", "cancelled"]
+    assert codes.count(None) == 2 and codes.count("cancelled") == 4
     assert "progress: 2/6" in err and "pending" not in err and "Traceback" not in err
 
 
@@ -317,7 +328,7 @@ def test_wait_timeout_writes_the_finished_lines_and_exits_124(
     out = tmp_path / "partial.jsonl"
     proc = _dispatch("results", batch, "-o", str(out), "--wait", "--timeout", "1s", env=env)
     assert proc.returncode == 124, proc.stderr
-    assert [x["custom_id"] for x in _read(out)] == ["e0", "e1"]
+    assert _served(_read(out), batch)
     assert "timed out" in proc.stderr and "4 jobs pending" in proc.stderr
 
 
