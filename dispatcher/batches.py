@@ -102,6 +102,10 @@ def result_lines(batch: str, tally: Collected | None = None) -> Iterator[dict[st
             tally.pending += 1
 
 
+EXIT_TIMEOUT = 124
+"""``dispatch results --wait --timeout`` gave up before the batch ended (as timeout(1))."""
+
+
 def wait_for_end(rt: Any, batch: str, console: Console, timeout_s: float | None) -> bool:
     """Follow ``batch`` (a progress line on ``console``) until every job has ended: True;
     or until ``timeout_s`` passes first: False. Ctrl-C propagates."""

@@ -9,16 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dispatcher.cli_support import (
-    EXIT_INFRA,
-    fail,
-    load_or_exit,
-    read_batch_or_exit,
-    require_redis,
-)
-
-EXIT_TIMEOUT = 124
-"""``dispatch results --wait --timeout`` gave up before the batch ended (as timeout(1))."""
+from dispatcher.cli_support import fail, load_or_exit, read_batch_or_exit, require_redis
 
 
 def _when(ts: str | float | None) -> str:
@@ -92,7 +83,8 @@ def register(app: typer.Typer) -> None:
         """
         from redis import RedisError
 
-        from dispatcher.batches import wait_for_end, write_batch_results
+        from dispatcher.batches import EXIT_TIMEOUT, wait_for_end, write_batch_results
+        from dispatcher.cli_support import EXIT_INFRA
         from dispatcher.commands.run import EXIT_INTERRUPTED, parse_duration
         from dispatcher.results import output_problem
 
