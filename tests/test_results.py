@@ -385,3 +385,18 @@ def test_an_unreachable_redis_is_an_infrastructure_failure_not_a_traceback(
     proc = _dispatch("results", "batch_x", "-o", str(tmp_path / "o.jsonl"), env=env)
     assert proc.returncode == 1, proc.stderr
     assert "Redis failed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dispatch_run_checks_its_output_before_submitting(tmp_path: Path) -> None:
+    """Exit 2 before any Redis is started or job queued: no state directory appears."""
+    (tmp_path / "file").write_text("x")
+    batch = tmp_path / "in.jsonl"
+    batch.write_text(job_line("r1", "fast") + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"
+           and not k.startswith("DISPATCH_")}
+    env["DISPATCH_STATE_DIR"] = str(tmp_path / "state")
+    proc = _dispatch("run", str(batch), "-o", str(tmp_path / "file" / "out.jsonl"),
+                     "--simulate", "--config", str(ROOT / "config"), env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "is not a directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "state").exists()
