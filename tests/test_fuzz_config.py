@@ -24,7 +24,7 @@ from tests.conftest import SHIPPED_CONFIG
 from tests.strategies import FUZZ, json_like
 
 FILES = ("providers.yaml", "routes.yaml", "settings.yaml", "schedules.yaml")
-FUZZ_CONFIG = settings(FUZZ, max_examples=150)
+FUZZ_CONFIG = settings(FUZZ, max_examples=100)
 values = json_like([10**30, -1, 0, math.inf, "Europe/Nowhere", "* * * * *", "+05:30"],
                    keys=st.text(max_size=6) | st.integers(), max_leaves=10)
 yaml_noise = st.text(alphabet=st.sampled_from(list("ab1:-[]{}&*!|>#'\"\n \t.%@`?,\\\x00\x07é")),
