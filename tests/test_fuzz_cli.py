@@ -111,3 +111,20 @@ def test_config_check_refuses_a_bad_config_file_with_exit_2(
         assert proc.returncode == 2, (args, proc.stderr)
         assert expected in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["run", "{batch}", "-o", "{out}", "--simulate", "--deadline", "inf"], "--deadline 'inf'"),
+    (["run", "{batch}", "-o", "{out}", "--simulate", "--deadline", "-5m"], "--deadline '-5m'"),
+    (["results", "batch_x", "-o", "{out}", "--wait", "--timeout", "nan"], "--timeout 'nan'"),
+    (["results", "batch_x", "-o", "{out}", "--timeout", "5m"], "--timeout only applies"),
+])
+def test_durations_that_are_not_durations_exit_2(tmp_path: Path, config: Path,
+                                                   args: list[str], expected: str) -> None:
+    batch = tmp_path / "in.jsonl"
+    batch.write_text(GOOD + "\n")
+    argv = [a.format(batch=batch, out=tmp_path / "out.jsonl") for a in args]
+    proc = _dispatch(*argv, "--config", str(config), env=_env(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "state").exists()
