@@ -6,13 +6,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from dispatcher.batchfile import JobSpec
 from dispatcher.results import result_line, write_results
-from workers.jobstore import split_job_id
+from workers.jobstore import TERMINAL, split_job_id
 
 
 def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: str = "") -> str:
@@ -45,7 +49,13 @@ INLINE_DISPATCH = 64
 
 def to_result_line(batch: str, index: int, custom_id: str, state: str,
                    result: dict[str, Any] | None) -> dict[str, Any]:
-    """The OpenAI batch output line for one stored job (pending jobs say so)."""
+    """The OpenAI batch output line of one job that ENDED (``state`` in ``TERMINAL``).
+
+    A pending job has no line (OpenAI's output files hold finished requests only); asking
+    for one is a bug (ValueError), so nothing can report a running job as ended.
+    """
+    if state not in TERMINAL:
+        raise ValueError(f"job {index} of {batch} has not ended (state: {state})")
     result = result or {}
     dispatch = result.get("dispatch") or {}
     if "status_code" in result:
@@ -54,23 +64,63 @@ def to_result_line(batch: str, index: int, custom_id: str, state: str,
         return result_line(custom_id, batch_id=batch, index=index,
                            status_code=result["status_code"], body=body, error=None,
                            request_id=request_id, dispatch=dispatch)
-    error = result.get("error") or {
-        "code": "expired" if state != "cancelled" else "cancelled",
-        "message": f"the job did not finish (state: {state})",
+    error = result.get("error") or {  # an ended job always stores its result; be safe
+        "code": state if state in ("expired", "cancelled") else "internal_error",
+        "message": f"the job ended ({state}) without a stored result",
     }
     return result_line(custom_id, batch_id=batch, index=index, status_code=None, body=None,
                        error=error, request_id=None, dispatch=dispatch)
 
 
-def result_lines(batch: str) -> Iterator[dict[str, Any]]:
+@dataclass
+class Collected:
+    """What a pass over a batch's jobs found: lines written, jobs not ended yet, and jobs
+    whose record is gone (expired past ``jobs.retention_days``, or deleted)."""
+
+    written: int = 0
+    pending: int = 0
+    missing: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending and not self.missing
+
+
+def result_lines(batch: str, tally: Collected | None = None) -> Iterator[dict[str, Any]]:
+    """The output line of every ENDED job, in input order; the others are only counted
+    in ``tally`` (a pending job is never reported as ended)."""
     from workers.runtime import get_runtime
 
+    tally = tally if tally is not None else Collected()
     for index, custom_id, state, result in get_runtime().store.results(batch):
-        yield to_result_line(batch, index, custom_id, state, result)
+        if state in TERMINAL:
+            tally.written += 1
+            yield to_result_line(batch, index, custom_id, state, result)
+        elif state == "missing":
+            tally.missing += 1
+        else:
+            tally.pending += 1
 
 
-def write_batch_results(batch: str, out: str | Path) -> int:
-    return write_results(out, result_lines(batch))
+EXIT_TIMEOUT = 124
+"""``dispatch results --wait --timeout`` gave up before the batch ended (as timeout(1))."""
+
+
+def wait_for_end(rt: Any, batch: str, console: Console, timeout_s: float | None) -> bool:
+    """Follow ``batch`` (a progress line on ``console``) until every job has ended: True;
+    or until ``timeout_s`` passes first: False. Ctrl-C propagates."""
+    from dispatcher.progress import follow_batch
+
+    end = None if timeout_s is None else time.monotonic() + timeout_s
+    return follow_batch(rt, batch, console,  # its "workers died" hook is our stop condition
+                        lambda: ["timeout"] if end is not None and time.monotonic() > end else [])
+
+
+def write_batch_results(batch: str, out: str | Path) -> Collected:
+    """Write the ended jobs' lines to ``out`` atomically; say what was left out."""
+    tally = Collected()
+    write_results(out, result_lines(batch, tally))
+    return tally
 
 
 def cancel(batch: str) -> int:

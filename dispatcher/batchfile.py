@@ -16,17 +16,24 @@ Line format (OpenAI batch request lines, CONTRACT.md "Jobs in, results out")::
 - Allowed top-level keys: ``custom_id``, ``method``, ``url``, ``body``, ``tag`` and
   ``metadata`` (tolerated and ignored). Anything else is refused: a typo such as
   ``"tags"`` must not silently change the routing.
+- Garbage is refused line by line, never a traceback: a line longer than
+  ``settings.yaml`` ``jobs.max_line_bytes`` (skipped without being read into memory),
+  invalid UTF-8, a NUL byte, JSON that is not JSON (``NaN``, an integer of thousands of
+  digits, a number too large for a double), nesting deeper than
+  :data:`~dispatcher.chat_body.MAX_DEPTH`, and a body of the wrong shape
+  (:mod:`dispatcher.chat_body`, with the key path).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dispatcher import strict_json
+from dispatcher.chat_body import body_problems, value_problem
 from dispatcher.config import Config, split_target
 from dispatcher.routing import Memo, eligibility
 
@@ -38,13 +45,17 @@ PINNED_TAG = "pinned"
 PROBLEM_CODES = {
     "empty_file": "the file has no request lines",
     "too_many_tasks": "more lines than settings.yaml jobs.max_lines allows",
-    "invalid_json_line": "the line is not a JSON object (or not UTF-8)",
+    "line_too_long": "the line is longer than settings.yaml jobs.max_line_bytes",
+    "invalid_json_line": "the line is not a JSON object (not UTF-8, a NUL byte, NaN, an "
+    "integer of more than 19 digits, a number beyond a double, nesting too deep)",
+    "invalid_value": "a value no upstream can take (nesting deeper than 100 levels, an "
+    "integer beyond 64 bits, a lone UTF-16 surrogate escape)",
     "unknown_key": "a top-level key other than custom_id, method, url, body, tag, metadata",
     "missing_custom_id": "custom_id is missing or not a non-empty string",
     "duplicate_custom_id": "custom_id already used on an earlier line",
     "method_mismatch": "method is not POST",
     "url_mismatch": "url is not /v1/chat/completions",
-    "invalid_body": "body (or a field in it) has the wrong type",
+    "invalid_body": "body (or a field in it) has the wrong type; the key path says which",
     "no_messages": "body.messages is missing or empty",
     "stream_unsupported": "body.stream is true",
     "missing_model": "neither a top-level tag nor body.model says where to route",
@@ -112,27 +123,15 @@ def format_problems(problems: list[LineProblem], limit: int = 50) -> str:
 
 
 def _check_body(body: Any) -> list[tuple[str, str]]:
-    """Structural problems of ``body`` as ``(code, message)``."""
-    if not isinstance(body, dict):
-        what = "missing" if body is None else f"a {type(body).__name__}"
-        return [("invalid_body", f"body must be a JSON object (got {what})")]
+    """Structural problems of ``body`` as ``(code, message)`` (key path in the message)."""
     out: list[tuple[str, str]] = []
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        out.append(("no_messages", "body.messages is missing or empty"))
-    else:
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                out.append(
-                    ("invalid_body", f"body.messages[{i}] must be an object with a 'role'")
-                )
-                break
-    for name in ("max_tokens", "max_completion_tokens"):
-        v = body.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            out.append(("invalid_body", f"body.{name} must be a positive integer (got {v!r})"))
-    if body.get("stream") is True:
-        out.append(("stream_unsupported", "body.stream is true; streaming is not supported"))
+    if isinstance(body, dict):
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            out.append(("no_messages", "body.messages is missing or empty"))
+        if body.get("stream") is True:
+            out.append(("stream_unsupported", "body.stream is true; streaming is not supported"))
+    out.extend(("invalid_body", problem) for problem in body_problems(body))
     return out
 
 
@@ -196,6 +195,9 @@ def _check_job(
     if not isinstance(obj, dict):
         kind = "null" if obj is None else type(obj).__name__
         return None, [LineProblem(line, "invalid_json_line", f"expected a JSON object, got {kind}")]
+    unusable = value_problem(obj)  # first: the checks below may walk any value
+    if unusable:
+        return None, [LineProblem(line, "invalid_value", unusable)]
     found: list[tuple[str, str]] = []
     unknown = sorted(set(obj) - ALLOWED_KEYS)
     if unknown:
@@ -241,12 +243,67 @@ def parse_job(obj: dict[str, Any], cfg: Config, line: int = 1) -> JobSpec:
     return spec
 
 
-def _lines(source: Iterable[str] | str | os.PathLike[str]) -> Iterator[str | bytes]:
+def decode_line(text: str) -> Any:
+    """One JSON value, or ``_Refused("invalid_json_line", reason)``: strict JSON only
+    (no ``NaN``/``Infinity``, no NUL byte), bounded numbers, nesting refused."""
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise _Refused("invalid_json_line", f"a NUL byte at column {nul + 1}")
+    try:
+        return strict_json.loads(text)
+    except strict_json.JSONRefused as exc:
+        raise _Refused("invalid_json_line", str(exc)) from None
+
+
+@dataclass(frozen=True)
+class _TooLong:
+    """A line over the byte cap, read past (not kept): how many bytes it had."""
+
+    size: int
+
+
+_SKIP_CHUNK = 1 << 20
+
+
+def _file_lines(path: str | os.PathLike[str], cap: int) -> Iterator[bytes | _TooLong]:
+    """The file's lines, each read with at most ``cap`` + 2 bytes in memory: a longer one
+    is skipped in chunks and yields ``_TooLong`` (so a 100 MB line costs 1 MB of RAM)."""
+    with Path(path).open("rb") as fh:
+        while raw := fh.readline(cap + 2):
+            if raw.endswith(b"\n") or len(raw) < cap + 2:
+                content = raw.rstrip(b"\r\n")
+                yield raw if len(content) <= cap else _TooLong(len(content))
+                continue
+            size, tail = len(raw), raw[-64:]
+            while chunk := fh.readline(_SKIP_CHUNK):
+                size, tail = size + len(chunk), tail[-64:] + chunk
+                if chunk.endswith(b"\n"):
+                    break
+            yield _TooLong(size - (len(tail) - len(tail.rstrip(b"\r\n"))))  # w/o CR LF
+
+
+def _lines(source: Iterable[str] | str | os.PathLike[str],
+           cap: int) -> Iterator[str | bytes | _TooLong]:
     if isinstance(source, str | os.PathLike):
-        with Path(source).open("rb") as fh:
-            yield from fh
-    else:
-        yield from source
+        yield from _file_lines(source, cap)
+        return
+    for text in source:  # up to cap // 4 characters is at most cap bytes: no need to count
+        size = len(text.encode("utf-8", "surrogatepass")) if len(text) > cap // 4 else 0
+        yield _TooLong(size) if size > cap else text
+
+
+def _text_of(n: int, raw: str | bytes | _TooLong, cap: int) -> str:
+    """The line as text, or ``_Refused`` (too long, not UTF-8)."""
+    if isinstance(raw, _TooLong):
+        raise _Refused("line_too_long",
+                       f"{raw.size:,} bytes, more than the {cap:,} of settings.yaml "
+                       "jobs.max_line_bytes (skipped unread)")
+    if isinstance(raw, str):
+        return raw.removeprefix("\ufeff") if n == 1 else raw
+    try:
+        return raw.decode("utf-8-sig" if n == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Refused("invalid_json_line", f"not valid UTF-8 (byte {exc.start + 1})") from None
 
 
 def parse_batch(source: Iterable[str] | str | os.PathLike[str], cfg: Config) -> list[JobSpec]:
@@ -255,24 +312,19 @@ def parse_batch(source: Iterable[str] | str | os.PathLike[str], cfg: Config) -> 
     A ``str`` is a path (use ``text.splitlines()`` for literal content). Blank lines are
     skipped but still counted, so line numbers match an editor's.
     """
-    max_lines = cfg.settings.jobs.max_lines
+    max_lines, cap = cfg.settings.jobs.max_lines, cfg.settings.jobs.max_line_bytes
     jobs: list[JobSpec] = []
     problems: list[LineProblem] = []
     first_seen: dict[str, int] = {}
     memo = Memo(cfg)
     count = 0
-    for n, raw in enumerate(_lines(source), start=1):
-        if isinstance(raw, bytes):
-            try:
-                text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                problems.append(
-                    LineProblem(n, "invalid_json_line", f"not valid UTF-8 (byte {exc.start})")
-                )
-                count += 1
-                continue
-        else:
-            text = raw.removeprefix("\ufeff") if n == 1 else raw
+    for n, raw in enumerate(_lines(source, cap), start=1):
+        try:
+            text = _text_of(n, raw, cap)
+        except _Refused as r:
+            problems.append(LineProblem(n, r.code, r.message))
+            count += 1
+            continue
         if not text.strip():
             continue
         count += 1
@@ -287,11 +339,9 @@ def parse_batch(source: Iterable[str] | str | os.PathLike[str], cfg: Config) -> 
             )
             break
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            problems.append(
-                LineProblem(n, "invalid_json_line", f"invalid JSON: {exc.msg} (column {exc.colno})")
-            )
+            obj = decode_line(text)
+        except _Refused as r:
+            problems.append(LineProblem(n, r.code, r.message))
             continue
         spec, line_problems = _check_job(obj, cfg, n, memo)
         cid = obj.get("custom_id") if isinstance(obj, dict) else None

@@ -84,26 +84,11 @@ def read_batch_or_exit(path: Path, cfg: Config) -> list:
 def check_output_or_exit(path: Path) -> None:
     """Exit 2 unless ``path`` can be written: found out before anything is sent, not after
     the batch spent its quota."""
+    from dispatcher.results import output_problem
+
     why = output_problem(path)
     if why:
         fail(f"cannot write the results to {path}: {why}; nothing was sent")
-
-
-def output_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be written as a file, or None."""
-    if path.is_dir():
-        return "it is a directory"
-    parent = path.parent
-    for up in [parent, *parent.parents]:
-        if up.exists():
-            if not up.is_dir():
-                return f"{up} is not a directory"
-            break
-    if not parent.exists():
-        return f"the directory {parent} does not exist"
-    if path.exists():
-        return None if os.access(path, os.W_OK) else "the file is not writable"
-    return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
 
 
 def plain_help() -> None:

@@ -28,6 +28,8 @@ ERROR_CODES: Mapping[str, str] = {
     "connection errors) and the attempt budget (jobs.max_attempts) is spent",
     "rejected_by_all_targets": "every eligible target refused the job for a reason that "
     "retrying cannot fix (e.g. a model withdrawn upstream), so no answer will come",
+    "internal_error": "the job crashed its task repeatedly (or ended without a stored "
+    "result); the message says why, redacted",
 }
 """The ``error.code`` of a job that ended without an upstream answer, and what each means."""
 
@@ -90,6 +92,32 @@ def succeeded(line: Mapping[str, Any]) -> bool:
     body = response.get("body")
     ok_status = 200 <= int(response.get("status_code") or 0) < 300
     return ok_status and not (isinstance(body, dict) and body.get("error"))
+
+
+def output_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why :func:`write_results` could not write ``path`` (file, part and reason), or None.
+
+    Checked BEFORE a long wait or a whole batch, so a typo in ``-o`` does not surface
+    hours later. A missing parent directory is fine (it will be created) as long as its
+    nearest existing ancestor is a writable directory. The check creates and removes a
+    temporary file in that directory, so permissions, ACLs and read-only mounts all
+    answer for themselves (``os.access`` is fooled by root and by ACLs).
+    """
+    target = Path(path)
+    if target.is_dir():
+        return f"{target}: is a directory; give a file name"
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{target}: {ancestor} is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=ancestor)
+    except OSError as exc:
+        return f"{target}: cannot write in {ancestor}: {exc.strerror or exc}"
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)
+    return None
 
 
 def write_results(path: str | os.PathLike[str], lines: Iterable[Mapping[str, Any]]) -> int:

@@ -366,3 +366,100 @@ def test_example_batch_without_keys_is_refused(monkeypatch: pytest.MonkeyPatch) 
     problems = problems_of(EXAMPLE.read_text().splitlines(), cfg)
     assert {p.code for p in problems} == {"no_target"}
     assert len(problems) == len(EXAMPLE.read_text().splitlines())
+
+
+# --- garbage: refused with the line number and the reason, never a traceback ----------
+
+USER = [{"role": "user", "content": "x"}]
+
+
+@pytest.mark.parametrize("line, code, reason", [
+    (json.dumps(req("a", body={"model": "fast", "messages": [
+        {"role": "assistant", "tool_calls": 5}]})),
+     "invalid_body", "body.messages[0].tool_calls: must be a list of objects (got int)"),
+    (json.dumps(req("a", body={"model": "fast", "messages": USER, "tool_calls": 5})),
+     "invalid_body", "body.tool_calls: belongs in a message"),
+    ('{"custom_id": "a", "body": {"model": "fast", "max_tokens": ' + "7" * 5000 + "}}",
+     "invalid_json_line", "an integer of 5000 digits (at most 19: a 64-bit integer)"),
+    ('{"custom_id": "a", "body": ' + "[" * 10_000 + "]" * 10_000 + "}",
+     "invalid_json_line", "nested too deeply to decode"),
+    ('{"custom_id": "a", "metadata": ' + "[" * 500 + "]" * 500 + "}",
+     "invalid_value", "metadata[0][0][0]"),
+    ('{"custom_id": "a\x00", "body": {}}', "invalid_json_line", "a NUL byte at column 17"),
+    ('{"custom_id": "a", "body": {"temperature": NaN}}',
+     "invalid_json_line", "NaN is not JSON (numbers must be finite)"),
+    ('{"custom_id": "a", "body": {"temperature": 1e400}}',
+     "invalid_json_line", "the number 1e400 is beyond the range of a double"),
+    ('{"custom_id": "\\ud800", "body": {}}', "invalid_value",
+     "custom_id: a lone UTF-16 surrogate escape"),
+    (json.dumps(req("a", body={"model": "fast", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": 5}]}]})),
+     "invalid_body", "body.messages[0].content[0].text: must be a string (got int)"),
+    (json.dumps(req("a", body={"model": "fast", "messages": [{"role": "user", "content": 5}]})),
+     "invalid_body", "body.messages[0].content: must be a string or a list of content parts"),
+    (json.dumps(req("a", body={"model": "fast", "messages": [{"role": "robot"}]})),
+     "invalid_body", "body.messages[0].role: must be one of"),
+    (json.dumps(req("a", body={"model": "fast", "messages": USER, "n": "2"})),
+     "invalid_body", "body.n: must be an integer from 1 to 128 (got string)"),
+    (json.dumps(req("a", body={"model": "fast", "messages": USER, "tools": [{"type": 1}]})),
+     "invalid_body", "body.tools[0].type: must be a string (got int)"),
+])
+def test_garbage_lines_are_refused_with_line_and_reason(
+        cfg: Config, line: str, code: str, reason: str) -> None:
+    problems = problems_of(dumps(req("ok"), line), cfg)
+    assert problems[0].line == 2 and problems[0].code == code, problems
+    assert reason in problems[0].message, problems[0].message
+
+
+def test_a_line_over_the_byte_cap_is_skipped_unread(tmp_path: Path) -> None:
+    """A 100 MB line: refused with its line number and size, the lines around it still
+    checked, and never held in memory (peak allocation far below the line's size)."""
+    import tracemalloc
+
+    cfg = make_config(tmp_path, settings="jobs: {max_line_bytes: 1048576}\n")
+    path = tmp_path / "huge.jsonl"
+    head = b'{"custom_id": "big", "body": {"messages": [{"role": "user", "content": "'
+    with path.open("wb") as fh:
+        fh.write(json.dumps(req("a")).encode() + b"\n" + head)
+        for _ in range(100):
+            fh.write(b"x" * 2**20)
+        fh.write(b'"}]}}\n')
+        fh.write(json.dumps(req("c")).encode() + b"\n{bad json\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(BatchInvalid) as info:
+            parse_batch(path, cfg)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [(p.line, p.code) for p in info.value.problems] == [
+        (2, "line_too_long"), (4, "invalid_json_line")]
+    size = len(head) + 100 * 2**20 + 5
+    assert f"{size:,} bytes" in info.value.problems[0].message
+    assert "jobs.max_line_bytes" in info.value.problems[0].message
+    assert peak < 16 * 2**20, f"peak {peak:,} bytes"
+
+
+@pytest.mark.parametrize("content", [10, 11, 12])
+def test_the_byte_cap_is_exact(tmp_path: Path, content: int) -> None:
+    """A line of exactly ``max_line_bytes`` bytes (without its newline) passes; one more
+    byte is refused, with LF, CRLF or no newline at the end of the file."""
+    cfg = make_config(tmp_path, settings="jobs: {max_line_bytes: 11}\n")
+    for ending in (b"\n", b"\r\n", b""):
+        path = tmp_path / "cap.jsonl"
+        path.write_bytes(b"1" * content + ending)
+        with pytest.raises(BatchInvalid) as info:
+            parse_batch(path, cfg)
+        [p] = info.value.problems
+        assert p.code == ("line_too_long" if content > 11 else "invalid_json_line"), ending
+
+
+def test_an_inline_job_with_a_value_json_cannot_hold_is_refused(cfg: Config) -> None:
+    """Inline jobs of schedules.yaml come from YAML, which also has dates and sets."""
+    import datetime
+
+    job = req("a", metadata={"when": datetime.date(2026, 1, 1)})
+    with pytest.raises(BatchInvalid) as info:
+        parse_job(job, cfg)
+    [p] = info.value.problems
+    assert (p.code, p.message) == ("invalid_value", "metadata.when: a date is not a JSON value")

@@ -445,10 +445,57 @@ def test_duplicate_yaml_key_is_refused(cfg_dir: Path) -> None:
     assert found.startswith("providers.yaml (line ") and "duplicate key 'limits'" in found
 
 
-def test_unreadable_file_is_a_config_error(cfg_dir: Path) -> None:
-    (cfg_dir / "settings.yaml").write_bytes(b"allow_paid: \xff\xfe\n")
+def test_invalid_utf8_is_a_config_error_with_its_line(cfg_dir: Path) -> None:
+    (cfg_dir / "settings.yaml").write_bytes(b"jobs: {}\nallow_paid: \xff\xfe\n")
     (found,) = problems(cfg_dir)
-    assert found.startswith("settings.yaml: cannot read")
+    assert found == "settings.yaml (line 2, column 13): not valid UTF-8 (byte 0xff)"
+
+
+def test_unreadable_file_is_a_config_error(cfg_dir: Path) -> None:
+    (cfg_dir / "settings.yaml").unlink()
+    (cfg_dir / "settings.yaml").mkdir()
+    (found,) = problems(cfg_dir)
+    assert found.startswith("settings.yaml: cannot read: ")
+
+
+@pytest.mark.parametrize("text, expected", [
+    (b"routes: " + b"[" * 10_000 + b"]" * 10_000, "routes.yaml (line 1, column "),
+    (b"routes:\n  fast: [a\x00b]\n", "routes.yaml (line 2, column 11): a NUL character"),
+    (b"routes:\n  fast: [a\x07b]\n", "routes.yaml (line 2, column 11): invalid YAML: "
+     "special characters are not allowed"),
+    (b"routes:\n  fast: " + b"9" * 5000 + b"\n", "routes.yaml (line 2, column 9): invalid "
+     "YAML: an integer of 5000 characters (at most 20)"),
+    (b"routes: {fast: 5}\n", "routes.yaml: routes.fast: Input should be a valid list"),
+    (b"routes: {fast: [5]}\n", "routes.yaml: routes.fast[0]: Input should be a valid string"),
+    (b"routes: 5\n", "routes.yaml: routes: Input should be a valid dictionary"),
+    (b"a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+     + b"".join(b"%c: &%c [%s]\n" % (c + 1, c + 1, b", ".join([b"*%c" % c] * 10))
+                for c in range(ord("a"), ord("f"))),
+     "routes.yaml: its aliases expand to more than 1,000,000 values"),
+])
+def test_garbage_in_a_config_file_is_refused_with_where_and_why(
+        cfg_dir: Path, text: bytes, expected: str) -> None:
+    (cfg_dir / "routes.yaml").write_bytes(text)
+    found = problems(cfg_dir)
+    assert found[0].startswith(expected), found
+    if b"[[[" in text:
+        assert "nested more than 32 levels deep" in found[0]
+
+
+@pytest.mark.parametrize("setting, value, expected", [
+    ("routing", {"preference_delay_s": float("inf")}, "routing.preference_delay_s: Input "
+     "should be a finite number"),
+    ("routing", {"horizon_s": float("nan")}, "routing.horizon_s: Input should be a finite"),
+    ("jobs", {"max_lines": 10**15}, "jobs.max_lines: Input should be less than or equal"),
+    ("jobs", {"max_line_bytes": 0}, "jobs.max_line_bytes: Input should be greater than 0"),
+    ("jobs", {"max_attempts": "many"}, "jobs.max_attempts: Input should be a valid integer"),
+    ("quota", {"chars_per_token": [3]}, "quota.chars_per_token: Input should be a valid num"),
+])
+def test_absurd_settings_are_refused_at_their_key_path(
+        cfg_dir: Path, setting: str, value: dict, expected: str) -> None:
+    (cfg_dir / "settings.yaml").write_text(yaml.safe_dump({setting: value}))
+    (found,) = problems(cfg_dir)
+    assert found.startswith(f"settings.yaml: {expected}")
 
 
 def test_settings_refusals(cfg_dir: Path) -> None:

@@ -367,3 +367,73 @@ def test_observations_per_dialect() -> None:
     assert adapter_for("cloudflare").observations(200, groq_headers) == []
     mistral = {"ratelimitbysize-remaining": "5", "ratelimitbysize-limit": "500000"}
     assert adapter_for("mistral").observations(200, mistral)[0].remaining == 5
+
+
+# -- malformed numbers from an upstream (issue #11 item 3) ------------------------------
+
+
+@pytest.mark.parametrize("usage", [
+    {"prompt_tokens": "5"}, {"prompt_tokens": [5]}, {"prompt_tokens": -1},
+    {"completion_tokens": True}, {"total_tokens": 10**12}, {"prompt_tokens": 2.5},
+    {"prompt_tokens": {"n": 5}}, [5, 2], "5", 7,
+])
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_usage_of_the_wrong_type_makes_the_answer_malformed(dialect: str, usage: Any) -> None:
+    body = {**completion(), "usage": usage}
+    out = adapter_for(dialect).classify(200, {}, j(body))
+    assert isinstance(out, Transient) and out.status == 200
+    assert "malformed answer" in out.message and "usage" in out.message
+
+
+@pytest.mark.parametrize("raw", [
+    b'"usage": {"prompt_tokens": 1e400, "completion_tokens": 2}',
+    b'"usage": {"prompt_tokens": NaN}',
+    b'"usage": {"prompt_tokens": Infinity}',
+    b'"usage": {"prompt_tokens": ' + b"9" * 5000 + b"}",
+    b'"usage": ' + b"[" * 5000 + b"]" * 5000,
+])
+def test_numbers_no_json_reader_can_take_make_the_answer_malformed(raw: bytes) -> None:
+    content = b'{"choices": [{"message": {"role": "assistant", "content": "hi"}}], ' + raw + b"}"
+    out = adapter_for("groq").classify(200, {}, content)
+    assert isinstance(out, Transient) and out.message.startswith("malformed JSON in a 200")
+
+
+def test_good_usage_is_kept_with_whole_numbers() -> None:
+    body = {**completion(), "usage": {"prompt_tokens": 5.0, "completion_tokens": 2,
+                                      "total_tokens": None, "cost": 0.1}}
+    out = adapter_for("openrouter").classify(200, {}, j(body))
+    assert isinstance(out, Success)
+    assert out.usage == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": None,
+                         "cost": 0.1}
+    assert isinstance(out.usage["prompt_tokens"], int)
+    assert isinstance(adapter_for("groq").classify(200, {}, j({**completion(), "usage": None})),
+                      Success)
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "nan", "-5", "1e400", "Infinity", "lots",
+                                         "Mon, 01 Jan 99999 00:00:00 GMT"])
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_429_with_a_garbage_retry_after_falls_back_to_the_default(
+        dialect: str, retry_after: str) -> None:
+    out = adapter_for(dialect).classify(429, {"Retry-After": retry_after},
+                                        openai_error("slow down", "rate_limit"))
+    assert isinstance(out, RateLimited) and out.retry_after_s is None
+
+
+def test_a_huge_retry_after_or_hint_or_reset_is_capped() -> None:
+    from workers.providers.headers import MAX_RETRY_AFTER_S
+
+    groq = adapter_for("groq")
+    for headers, message in (
+        ({"Retry-After": "99999999"}, "slow down"),
+        ({}, "Please try again in 999999h."),
+        ({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "99999h"}, "no"),
+    ):
+        out = groq.classify(429, headers, openai_error(message, "rate_limit"))
+        assert isinstance(out, RateLimited) and out.retry_after_s == MAX_RETRY_AFTER_S
+
+
+def test_a_huge_error_code_is_just_a_code() -> None:
+    body = {"error": {"message": "odd", "code": 10**18}}
+    out = adapter_for("cloudflare").classify(200, {}, j(body))
+    assert isinstance(out, Transient)

@@ -61,7 +61,7 @@ def test_retry_after_seconds_ms_and_date() -> None:
     assert parse_retry_after({"Retry-After": formatdate(now - 30, usegmt=True)}, now=now) == 0.0
     assert parse_retry_after({"Retry-After": "soon"}) is None
     assert parse_retry_after({}) is None
-    assert parse_retry_after({"retry-after": "-4"}) == 0.0
+    assert parse_retry_after({"retry-after": "-4"}) is None  # garbage: ignored
 
 
 def test_retry_hint_from_groq_message() -> None:
@@ -140,3 +140,45 @@ def test_observations_dispatch() -> None:
     assert [o.unit for o in observations("groq", h)] == ["tokens"]
     assert observations(None, h) == []
     assert observations("nvidia", h) == []
+
+
+# -- garbage from an upstream: ignored or capped, never a crash (issue #11 item 3) -------
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "NaN", "-5", "1e400", "-0.5",
+                                   "Infinity", "", "  ", "5 seconds", "0x10",
+                                   "Mon, 01 Jan 99999 00:00:00 GMT", "Sun, 31 Dec 9999 x"])
+def test_garbage_retry_after_is_ignored(value: str) -> None:
+    assert parse_retry_after({"Retry-After": value}) is None
+    assert parse_retry_after({"retry-after-ms": value}) is None
+
+
+def test_retry_after_is_capped() -> None:
+    from workers.providers.headers import MAX_RETRY_AFTER_S
+
+    now = 1_800_000_000.0
+    assert parse_retry_after({"Retry-After": "1e300"}) == MAX_RETRY_AFTER_S
+    assert parse_retry_after({"retry-after-ms": "9" * 30}) == MAX_RETRY_AFTER_S
+    far = formatdate(now + 10 * 86400, usegmt=True)
+    assert parse_retry_after({"Retry-After": far}, now=now) == MAX_RETRY_AFTER_S
+    assert retry_hint("Please try again in 99999h") == MAX_RETRY_AFTER_S
+    # garbage in the ms header falls back to the seconds one
+    assert parse_retry_after({"retry-after-ms": "nan", "retry-after": "3"}) == 3.0
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e400", "-1", "9" * 400, "lots"])
+def test_garbage_rate_limit_headers_are_ignored(value: str) -> None:
+    groq = {"x-ratelimit-remaining-tokens": value, "x-ratelimit-limit-tokens": value,
+            "x-ratelimit-reset-tokens": value}
+    assert groq_observations(groq) == []
+    assert openrouter_observations({"x-ratelimit-remaining": value}) == []
+    assert mistral_observations({"ratelimitbysize-remaining": value}) == []
+    # a good remaining with a garbage limit and reset keeps the good part only
+    [obs] = groq_observations({**groq, "x-ratelimit-remaining-tokens": "10"})
+    assert (obs.remaining, obs.limit, obs.reset_s) == (10, None, None)
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "-3s", "1e400", "9" * 400 + "h", "-1"])
+def test_go_duration_refuses_non_finite_and_negative(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_go_duration(text)

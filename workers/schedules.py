@@ -286,7 +286,7 @@ def schedule_jobs(cfg: Any, name: str) -> list[Any]:
         obj = dict(job) if isinstance(job, dict) else job
         if isinstance(obj, dict):
             obj.setdefault("custom_id", f"{name}-{i}")
-        lines.append(json.dumps(obj))
+        lines.append(json.dumps(obj, default=str))  # a YAML date: the text as written
     return parse_batch(lines, cfg)
 
 

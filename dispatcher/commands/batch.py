@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from dispatcher.batch_object import batch_object
@@ -110,19 +111,52 @@ def register(app: typer.Typer) -> None:
     def results(
         batch: str = typer.Argument(..., metavar="BATCH"),
         output: Path = typer.Option(..., "--output", "-o"),
+        wait: bool = typer.Option(False, "--wait", help="Block until every job has ended."),
+        timeout: str = typer.Option(None, "--timeout", metavar="DURATION",
+                                    help="With --wait: give up after this (e.g. 30m); "
+                                         "the ended lines are written, exit 124."),
         config: str = typer.Option(None, "--config"),
     ) -> None:
-        """Write a batch's result lines (input order; unfinished jobs say so)."""
-        rt = _runtime(config)
-        info = rt.store.batch(batch)
-        if info is None:
-            fail(f"no batch {batch!r}")
-        from dispatcher.batches import write_batch_results
+        """Write the ENDED jobs' result lines (input order) and say how many are pending.
 
-        n = write_batch_results(batch, output)
-        pending = info["total"] - info["completed"] - info["failed"]
-        print(f"wrote {n} lines to {output}" + (f" ({pending} jobs not finished yet)"
-                                                 if pending else ""))
+        A pending job gets no line (OpenAI's output files hold finished requests only),
+        so a script collecting early never records a running job as failed.
+        """
+        from redis import RedisError
+
+        from dispatcher.batches import EXIT_TIMEOUT, wait_for_end, write_batch_results
+        from dispatcher.cli_support import EXIT_INFRA
+        from dispatcher.commands.run import EXIT_INTERRUPTED, parse_duration
+        from dispatcher.results import output_problem
+
+        if problem := output_problem(output):  # before any waiting
+            fail(problem)
+        limit = parse_duration(timeout, "--timeout") if timeout is not None else None
+        if limit is not None and not wait:
+            fail("--timeout only applies with --wait")
+        rt = _runtime(config)
+        console = Console(stderr=True)
+        try:
+            if rt.store.batch(batch) is None:
+                fail(f"no batch {batch!r}")
+            ended = wait_for_end(rt, batch, console, limit) if wait else True
+            got = write_batch_results(batch, output)
+        except KeyboardInterrupt:
+            console.print(f"\n[yellow]interrupted[/]: nothing written; batch {batch} goes on.")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except RedisError as exc:
+            fail(f"Redis failed: {exc}", EXIT_INFRA)
+        except OSError as exc:
+            fail(f"{output}: cannot write: {exc.strerror or exc}", EXIT_INFRA)
+        left = [f"{got.pending} jobs pending"] if got.pending else []
+        if got.missing:
+            left.append(f"{got.missing} job records missing (past jobs.retention_days?)")
+        note = f" ({'; '.join(left)}; collect them later, or use --wait)" if left else ""
+        console.print(f"wrote {got.written} ended lines to {output}{note}", highlight=False,
+                      soft_wrap=True)
+        if not ended:
+            console.print(f"[yellow]timed out[/] after {timeout}: the batch has not ended")
+            raise typer.Exit(EXIT_TIMEOUT)
 
     @app.command()
     def cancel(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -24,16 +25,18 @@ EXIT_STRICT = 3
 EXIT_INTERRUPTED = 130
 
 
-def parse_duration(text: str) -> float:
-    """``24h``, ``90m``, ``45s``, ``2d`` or plain seconds."""
+def parse_duration(text: str, option: str = "--deadline") -> float:
+    """``24h``, ``90m``, ``45s``, ``2d`` or plain seconds (finite, not negative)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     text = text.strip().lower()
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        value = float(number) * unit
     except ValueError:
-        fail(f"--deadline {text!r}: expected e.g. 24h, 90m, 45s")
+        value = math.nan
+    if not 0 <= value < math.inf:
+        fail(f"{option} {text!r}: expected e.g. 24h, 90m, 45s")
+    return value
 
 
 def register(app: typer.Typer) -> None:
@@ -146,15 +149,21 @@ def _run(cfg, specs, output: Path, flag: bool | None, workers: str, deadline_s: 
                       f"{state_dir / 'logs'}")
             return EXIT_INFRA
         try:
-            n = write_batch_results(batch, output)
+            got = write_batch_results(batch, output)
         except OSError as exc:  # checked before the start; it changed while the batch ran
             out.print(f"[bold red]cannot write {output}:[/] {exc.strerror or exc}; the "
                       f"results are kept: dispatch results {batch} -o OTHER.jsonl",
                       highlight=False)
             return EXIT_INFRA
+        if not got.complete:  # never write a pending job as ended; say what is missing
+            out.print(f"[bold red]incomplete results[/]: {got.pending} jobs not ended and "
+                      f"{got.missing} job records missing; wrote the {got.written} ended "
+                      f"lines to {output}. Collect the rest with: dispatch results {batch} "
+                      f"-o {output} --wait")
+            return EXIT_INFRA
         info = rt.store.batch(batch) or {}
         out.print(summary_table(rt, batch))
-        out.print(f"wrote {n} result lines to {output} "
+        out.print(f"wrote {got.written} result lines to {output} "
                   f"({info.get('completed', 0)} completed, {info.get('failed', 0)} failed)"
                   + (" [yellow](simulated)[/]" if simulate else ""))
         if strict and info.get("failed"):

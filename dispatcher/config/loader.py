@@ -5,6 +5,11 @@
     131072
 
 Errors name the file, the key path and the reason; nothing starts on a bad config.
+Garbage is refused the same way, never with a traceback: a file over
+:data:`MAX_FILE_BYTES`, invalid UTF-8 or a NUL (with the line), nesting deeper than
+:data:`MAX_DEPTH` (with the line), an integer of more than :data:`MAX_INT_CHARS`
+characters, YAML aliases that expand past :data:`MAX_NODES` values, ``.inf``/``.nan``
+(no setting takes them), and a value of the wrong type or out of range at any key path.
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ from dispatcher.config.models import (
 from dispatcher.config.secrets import looks_like_secret, register_key_env
 
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+MAX_FILE_BYTES = 4 * 2**20
+"""Largest configuration file read (the shipped catalog is a few kB)."""
+MAX_DEPTH = 32
+"""Most levels of nesting in a configuration file (the schema needs 6)."""
+MAX_INT_CHARS = 20
+"""Longest integer literal (a 64-bit integer has at most 19 digits and a sign)."""
+MAX_NODES = 1_000_000
+"""Most values a file may expand to through YAML aliases (a "billion laughs" file
+would otherwise take the loader's memory and time)."""
 
 
 class ConfigError(Exception):
@@ -174,7 +189,30 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a repeated key (PyYAML silently keeps the last one,
-    so a second ``limits:`` would drop the first list of limits)."""
+    so a second ``limits:`` would drop the first list of limits), nesting deeper than
+    :data:`MAX_DEPTH` (the composer recurses per level) and endless integers."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _bounded_int(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> int:
+    size = len(str(node.value).replace("_", ""))
+    if size > MAX_INT_CHARS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {size} characters (at most {MAX_INT_CHARS})",
+            node.start_mark)
+    return loader.construct_yaml_int(node)
 
 
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -196,6 +234,40 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[An
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _bounded_int)
+
+
+def _line_col(text: str | bytes, offset: int) -> str:
+    """`` (line L, column C)`` of a character (or byte) offset."""
+    before = text[:offset]
+    newline = "\n" if isinstance(before, str) else b"\n"
+    line = before.count(newline) + 1  # type: ignore[arg-type]
+    column = offset - (before.rfind(newline) + 1)  # type: ignore[arg-type]
+    return f" (line {line}, column {column + 1})"
+
+
+def _expanded_size(data: Any) -> tuple[int, int]:
+    """(values, depth) of ``data`` as a reader sees it, with every alias expanded.
+
+    Aliases make the loaded data a DAG whose expansion may be exponential: each shared
+    node is measured once (memoised by identity), iteratively (no recursion).
+    """
+    memo: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in memo:
+            continue
+        kids = list(node.values()) if isinstance(node, dict) else \
+            list(node) if isinstance(node, list) else []
+        if not children_done and kids:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in memo)
+            continue
+        sizes = [memo.get(id(k), (1, 0)) for k in kids]
+        memo[id(node)] = (1 + sum(n for n, _ in sizes),
+                          1 + max((d for _, d in sizes), default=0) if kids else 0)
+    return memo.get(id(data), (1, 0))
 
 
 def _read_yaml(path: Path, required: bool) -> dict[str, Any]:
@@ -204,20 +276,40 @@ def _read_yaml(path: Path, required: bool) -> dict[str, Any]:
             raise ConfigError([f"{path}: file not found"])
         return {}
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path.name}: cannot read: {exc}"]) from exc
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path.name}: cannot read: {exc.strerror or exc}"]) from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError([f"{path.name}: larger than {MAX_FILE_BYTES:,} bytes; "
+                           "not a configuration file"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path.name}{_line_col(raw, exc.start)}: not valid UTF-8 "
+                           f"(byte 0x{raw[exc.start]:02x})"]) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise ConfigError([f"{path.name}{_line_col(text, nul)}: a NUL character"])
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError([f"{path.name}{_line_col(text, exc.position)}: invalid YAML: "
+                           f"{exc.reason} (character #x{exc.character:04x})"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{path.name}{where}: invalid YAML: {problem}"]) from exc
+        raise ConfigError([f"{path.name}{where}: invalid YAML: {problem}"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError([f"{path.name}: expected a mapping at the top level"])
+    values, depth = _expanded_size(data)
+    if values > MAX_NODES or depth > MAX_DEPTH:
+        raise ConfigError([f"{path.name}: its aliases expand to "
+                           + (f"more than {MAX_NODES:,} values" if values > MAX_NODES
+                              else f"more than {MAX_DEPTH} levels of nesting")])
     return data
 
 

@@ -21,7 +21,7 @@ BUILTIN_TAGS = ("fast", "reasoning", "bulk", "vision")
 def _known_zone(v: str) -> str:
     try:
         ZoneInfo(v)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a weird path
         raise ValueError(f"unknown time zone {v!r}") from exc
     return v
 
@@ -31,7 +31,16 @@ TimeZone = Annotated[str, AfterValidator(_known_zone)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys refused; ``.inf``/``.nan`` refused (no setting means "forever")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+BIG = 10**12
+"""Upper bound of a count (a limit, tokens): past it a value is a typo, and the quota
+scripts' arithmetic (Lua numbers are doubles) would lose precision."""
+TOKENS = 10**8
+"""Upper bound of a token count of one request (context windows are a few million)."""
 
 
 class Unit(StrEnum):
@@ -61,29 +70,29 @@ class Limit(Strict):
     """``{unit: requests, limit: 30, per: minute}``."""
 
     unit: Unit
-    limit: Annotated[int, Field(gt=0)]
+    limit: Annotated[int, Field(gt=0, le=BIG)]
     per: Per
 
 
 class NeuronRates(Strict):
     """Cloudflare neurons per million tokens."""
 
-    input_per_million: Annotated[float, Field(ge=0)]
-    output_per_million: Annotated[float, Field(ge=0)]
+    input_per_million: Annotated[float, Field(ge=0, le=BIG)]
+    output_per_million: Annotated[float, Field(ge=0, le=BIG)]
 
 
 class Price(Strict):
     """List price (USD per million tokens) of the paid equivalent, for `dispatch report`."""
 
-    input_per_million: Annotated[float, Field(ge=0)]
-    output_per_million: Annotated[float, Field(ge=0)]
+    input_per_million: Annotated[float, Field(ge=0, le=BIG)]
+    output_per_million: Annotated[float, Field(ge=0, le=BIG)]
 
 
 class ModelConfig(Strict):
     id: Annotated[str, Field(min_length=1)]
-    context_window: Annotated[int, Field(gt=0)] = 131072
-    max_output_tokens: Annotated[int, Field(gt=0)] = 8192
-    default_max_tokens: Annotated[int | None, Field(gt=0)] = None
+    context_window: Annotated[int, Field(gt=0, le=TOKENS)] = 131072
+    max_output_tokens: Annotated[int, Field(gt=0, le=TOKENS)] = 8192
+    default_max_tokens: Annotated[int | None, Field(gt=0, le=TOKENS)] = None
     vision: bool = False
     reasoning: bool = False
     paid: bool = False
@@ -111,7 +120,7 @@ class ProviderConfig(Strict):
     # Operational settings (the implementation's choice, see README).
     dialect: Dialect = "openai"
     concurrency: Annotated[int, Field(gt=0, le=256)] = 8
-    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    timeout_s: Annotated[float, Field(gt=0, le=86400)] = 120.0
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     paid: bool = False
 
@@ -217,33 +226,36 @@ class SchedulesFile(Strict):
 
 
 class RoutingSettings(Strict):
-    preference_delay_s: Annotated[float, Field(ge=0)] = 2.0
+    preference_delay_s: Annotated[float, Field(ge=0, le=86400)] = 2.0
     """A preferred target that frees up within this delay wins over a less preferred one."""
-    horizon_s: Annotated[float, Field(gt=0)] = 2.0
+    horizon_s: Annotated[float, Field(gt=0, le=86400)] = 2.0
     """Jobs are handed to a provider queue only when they can start within this horizon."""
-    chain_max_jobs: Annotated[int, Field(ge=1)] = 100
+    chain_max_jobs: Annotated[int, Field(ge=1, le=BIG)] = 100
     """A call task that completed its job goes on with its target's backlog (jobs for which
     the target is the first choice) for at most this many jobs; 1 turns it off."""
-    chain_max_s: Annotated[float, Field(gt=0)] = 30.0
+    chain_max_s: Annotated[float, Field(gt=0, le=86400)] = 30.0
     """... and starts no further job after this many seconds (well under the visibility
     timeout, and short enough for a prompt warm shutdown)."""
 
 
 class QuotaSettings(Strict):
-    timing_margin_ms: Annotated[float, Field(ge=0)] = 20.0
+    timing_margin_ms: Annotated[float, Field(ge=0, le=3_600_000)] = 20.0
     timing_margin_pct: Annotated[float, Field(ge=0, le=1)] = 0.2
     """Added to ``timing_margin_ms``, in per cent of the window (0.2 %: 120 ms a minute)."""
     """Added to every rolling window, capped at 1% of it, for send-time jitter."""
-    chars_per_token: Annotated[float, Field(gt=0)] = 3.0
-    message_overhead_tokens: Annotated[int, Field(ge=0)] = 8
-    image_tokens: Annotated[int, Field(ge=0)] = 1600
+    chars_per_token: Annotated[float, Field(gt=0, le=1000)] = 3.0
+    message_overhead_tokens: Annotated[int, Field(ge=0, le=TOKENS)] = 8
+    image_tokens: Annotated[int, Field(ge=0, le=TOKENS)] = 1600
 
 
 class JobSettings(Strict):
-    default_max_tokens: Annotated[int, Field(gt=0)] = 1024
-    max_lines: Annotated[int, Field(gt=0)] = 1_000_000
-    retention_days: Annotated[float, Field(gt=0)] = 7.0
-    max_attempts: Annotated[int, Field(gt=0)] = 8
+    default_max_tokens: Annotated[int, Field(gt=0, le=TOKENS)] = 1024
+    max_lines: Annotated[int, Field(gt=0, le=BIG)] = 1_000_000
+    max_line_bytes: Annotated[int, Field(gt=0, le=2**30)] = 8 * 2**20
+    """Longest request line (bytes, without its newline): a longer one is refused with
+    its line number and skipped without being read into memory."""
+    retention_days: Annotated[float, Field(gt=0, le=36500)] = 7.0
+    max_attempts: Annotated[int, Field(gt=0, le=10_000)] = 8
 
 
 class CatalogSettings(Strict):

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from dispatcher import strict_json
 from dispatcher.config.secrets import redact
 from workers.providers import headers as hdr
 from workers.providers.headers import Headers
@@ -52,6 +54,41 @@ _DAILY = re.compile(r"per[ -]day|daily|\brpd\b|\btpd\b|month")  # Mistral: per m
 _MODERATION = re.compile(r"moderation|flagged")
 _TRANSIENT_4XX = frozenset({408, 409, 425, 498, 499})
 _MAX_TEXT = 2000
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+MAX_USAGE_TOKENS = 10**9
+"""Most tokens one answer may report in a usage field; more is garbage (a context window
+is at most a few million), and quota arithmetic must never see it."""
+
+
+def usage_of(usage: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """``(usage, None)`` with its counts as ints, ``(None, None)`` when the answer has no
+    usage, or ``(None, reason)`` when it is malformed: not an object, or a count that is
+    not a whole number from 0 to :data:`MAX_USAGE_TOKENS` (a string, a list, a boolean,
+    a negative, ``1e400``...). A malformed usage makes the answer malformed: quota must not
+    be reconciled against a number nobody can trust.
+
+        >>> usage_of({"prompt_tokens": 3, "completion_tokens": 2.0})
+        ({'prompt_tokens': 3, 'completion_tokens': 2}, None)
+        >>> usage_of({"prompt_tokens": "3"})[1]
+        'usage.prompt_tokens is not a token count (a str)'
+    """
+    if usage is None:
+        return None, None
+    if not isinstance(usage, dict):
+        return None, f"usage is not an object (a {type(usage).__name__})"
+    clean = dict(usage)
+    for name in USAGE_FIELDS:
+        value = usage.get(name)
+        if value is None:
+            continue
+        ok = not isinstance(value, bool) and isinstance(value, int | float) and \
+            math.isfinite(value) and value == int(value) and 0 <= value <= MAX_USAGE_TOKENS
+        if not ok:
+            what = f"a {type(value).__name__}" if not isinstance(value, int | float) or \
+                isinstance(value, bool) else repr(value)
+            return None, f"usage.{name} is not a token count ({what})"
+        clean[name] = int(value)
+    return clean, None
 
 
 def _error_fields(body: Any) -> tuple[str, Any] | None:
@@ -84,7 +121,7 @@ def _status_of(code: Any) -> int | None:
     """An error's own ``code`` when it is an HTTP status (OpenRouter's errors in a 200)."""
     try:
         value = int(code)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return value if 400 <= value <= 599 else None
 
@@ -177,9 +214,9 @@ class Adapter:
         if not ok:
             text = redact(text)
         try:
-            body: Any = json.loads(text) if text.strip() else None
-        except ValueError:
-            body = None
+            body: Any = strict_json.loads(text) if text.strip() else None
+        except strict_json.JSONRefused:
+            body = None  # malformed: a Transient when it was a 2xx
         if ok:
             return self._classify_ok(status, headers, body, text)
         raw: dict[str, Any] | str = body if isinstance(body, dict) else text[:_MAX_TEXT]
@@ -207,8 +244,10 @@ class Adapter:
             return self._classify_error(err_status or status, headers, body, redact(message), code)
         if not isinstance(body.get("choices"), list):
             return Transient(status, body, f"HTTP {status} without `choices`")
-        usage = body.get("usage")
-        return Success(_normalise(body), usage if isinstance(usage, dict) else None, status)
+        usage, malformed = usage_of(body.get("usage"))
+        if malformed:
+            return Transient(status, body, f"malformed answer in a {status}: {malformed}")
+        return Success(_normalise(body), usage, status)
 
     def _classify_error(
         self, status: int, headers: Headers | None, body: dict[str, Any] | str, message: str,
@@ -238,7 +277,7 @@ class Adapter:
         if retry is None:
             resets = [o.reset_s for o in self.observations(status, headers)
                       if o.remaining <= 0 and o.reset_s is not None]
-            retry = max(resets) if resets else None
+            retry = hdr.capped_retry(max(resets)) if resets else None
         hint = self.model_scope_hint
         scope: Scope = "model" if hint and hint in low else self.scope
         return RateLimited(status, body, retry, scope, daily or bool(_DAILY.search(low)), message)
@@ -265,7 +304,7 @@ class Adapter:
     def _special(self, code: Any) -> str | None:
         try:
             return self.error_codes.get(int(code))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
 
 

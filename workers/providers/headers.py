@@ -4,6 +4,12 @@ Providers report limits in different shapes (providers.md, "Rate-limit headers")
 functions turn them into :class:`Observation` values and a retry delay in seconds.
 Header names are case-insensitive: pass ``httpx.Headers`` or a plain dict.
 
+Upstreams send garbage too (``Retry-After: inf``, ``nan``, ``-3``, ``1e400``, a date in
+the year 9999, ``x-ratelimit-remaining-tokens: lots``). A value that is not a finite,
+non-negative number is IGNORED (as if the header were absent), never a crash; a retry
+delay is capped at :data:`MAX_RETRY_AFTER_S` so one odd answer cannot park a target for
+days (a daily limit is handled apart, by closing the target until its reset).
+
     >>> parse_go_duration("2m59.56s")
     179.56
     >>> parse_retry_after({"Retry-After": "7"})
@@ -14,6 +20,7 @@ Header names are case-insensitive: pass ``httpx.Headers`` or a plain dict.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +30,13 @@ from typing import Literal
 from workers.providers.outcomes import Observation
 
 Headers = Mapping[str, str]
+
+MAX_RETRY_AFTER_S = 3600.0
+"""Longest wait taken from one 429's hint (Retry-After, "try again in", a reset)."""
+MAX_RESET_S = 32 * 86400.0
+"""Longest reset taken from a rate-limit header (a month window); longer ones are cut."""
+MAX_COUNT = 10**15
+"""Largest remaining/limit count taken from a header; beyond: garbage."""
 
 _GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
@@ -40,70 +54,90 @@ def header(headers: Headers | None, name: str) -> str | None:
     return None if value is None else str(value).strip()
 
 
+def _seconds(value: float, most: float) -> float | None:
+    """A usable delay: finite, not negative, at most ``most``; else None (garbage)."""
+    if not math.isfinite(value) or value < 0:
+        return None
+    return min(value, most)
+
+
 def parse_go_duration(text: str) -> float:
     """Seconds in a Go duration (``"1h2m3s"``, ``"7.66s"``, ``"450ms"``); a bare number
-    counts as seconds. Raises ValueError on anything else."""
+    counts as seconds. Raises ValueError on anything else, including a non-finite or
+    negative number."""
     text = text.strip()
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for m in _GO_PART.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _GO_UNITS[m.group(2)]
-        pos = m.end()
-    if pos == 0 or pos != len(text):
-        raise ValueError(f"not a Go duration: {text!r}")
-    return round(total, 9)
+        pos, value = 0, 0.0
+        for m in _GO_PART.finditer(text):
+            if m.start() != pos:
+                break
+            value += float(m.group(1)) * _GO_UNITS[m.group(2)]
+            pos = m.end()
+        if pos == 0 or pos != len(text):
+            raise ValueError(f"not a Go duration: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"not a usable duration: {text!r}")
+    return round(value, 9)
 
 
-def _duration(text: str | None) -> float | None:
+def _duration(text: str | None, most: float = MAX_RESET_S) -> float | None:
     if text is None:
         return None
     try:
-        return parse_go_duration(text)
+        return _seconds(parse_go_duration(text), most)
     except ValueError:
         return None
 
 
 def _int(text: str | None) -> int | None:
+    """A count from a header: a non-negative integer up to :data:`MAX_COUNT`, else None."""
     if text is None:
         return None
     try:
-        return int(float(text))
+        value = float(text)
     except ValueError:
         return None
+    return int(value) if 0 <= value <= MAX_COUNT else None  # False for nan and inf too
 
 
 def parse_retry_after(headers: Headers | None, now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms``, else ``Retry-After`` (seconds or an
-    HTTP-date, measured against ``now``, default the wall clock). Never negative."""
+    HTTP-date, measured against ``now``, default the wall clock). None when absent or
+    garbage; at most :data:`MAX_RETRY_AFTER_S`; a date already past gives 0."""
     ms = header(headers, "retry-after-ms")
     if ms is not None:
         try:
-            return max(0.0, float(ms) / 1000.0)
+            value = _seconds(float(ms) / 1000.0, MAX_RETRY_AFTER_S)
         except ValueError:
-            pass
-    value = header(headers, "retry-after")
-    if not value:
+            value = None
+        if value is not None:
+            return value
+    value_text = header(headers, "retry-after")
+    if not value_text:
         return None
     try:
-        return max(0.0, float(value))
+        return _seconds(float(value_text), MAX_RETRY_AFTER_S)
     except ValueError:
         pass
     try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
+        when = parsedate_to_datetime(value_text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    return max(0.0, when - (time.time() if now is None else now))
+    return _seconds(max(0.0, when - (time.time() if now is None else now)), MAX_RETRY_AFTER_S)
 
 
 def retry_hint(message: str | None) -> float | None:
-    """Groq's "Please try again in 5.289s" (or ``1m26.4s``, ``450ms``) as seconds."""
+    """Groq's "Please try again in 5.289s" (or ``1m26.4s``, ``450ms``) as seconds, at
+    most :data:`MAX_RETRY_AFTER_S`."""
     m = _TRY_AGAIN.search(message or "")
-    return _duration(m.group(1)) if m else None
+    return _duration(m.group(1), MAX_RETRY_AFTER_S) if m else None
+
+
+def capped_retry(seconds: float | None) -> float | None:
+    """A retry delay from any source, made safe: None for garbage, else capped."""
+    return None if seconds is None else _seconds(seconds, MAX_RETRY_AFTER_S)
 
 
 def groq_observations(headers: Headers | None, now: float | None = None) -> list[Observation]:
@@ -134,10 +168,12 @@ def _reset_from_epoch(value: str | None, now: float) -> float | None:
     if raw is None:
         return None
     if raw > 10**11:  # epoch milliseconds
-        return max(0.0, raw / 1000.0 - now)
-    if raw > 10**9:  # epoch seconds
-        return max(0.0, raw - now)
-    return float(raw)  # already a delay
+        delay = raw / 1000.0 - now
+    elif raw > 10**9:  # epoch seconds
+        delay = raw - now
+    else:
+        delay = float(raw)  # already a delay
+    return _seconds(max(0.0, delay), MAX_RESET_S)
 
 
 def openrouter_observations(
