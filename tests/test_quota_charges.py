@@ -8,21 +8,20 @@ the upstream keep their charge, so no arrival goes over a token limit.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from dispatcher.config import load_config
-from tests import test_quota_engine as engine_tests
 from tests.cluster import Cluster, job_line, model, provider, write_config
 from workers.attempt import charge
 from workers.providers.outcomes import JobRejected, RateLimited, Success, Transient
 from workers.quota.costs import Cost
 from workers.quota.engine import QuotaEngine
 
-redis_db1 = engine_tests.r  # fixtures: Redis DB 1, and a fresh namespace in it
-namespace = engine_tests.ns
 ESTIMATE = Cost(1, 500, 0)
 USAGE = {"prompt_tokens": 90, "completion_tokens": 10, "total_tokens": 100}
 
@@ -58,9 +57,18 @@ def _used(engine: QuotaEngine) -> dict[tuple[str, str], float]:
     return {(s.unit.value, s.per.value): s.used for s in engine.snapshot()}
 
 
-def test_a_request_that_never_left_is_given_back_whole(tmp_path: Path, redis_db1: redis.Redis,
-                                                        namespace: str) -> None:
-    engine = QuotaEngine(redis_db1, _config(tmp_path), namespace=namespace)
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[QuotaEngine]:
+    """A quota engine on Redis DB 1 in a namespace of its own, removed afterwards."""
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/1", decode_responses=True)
+    name = f"chg-{uuid.uuid4().hex[:10]}"
+    yield QuotaEngine(client, _config(tmp_path), namespace=name)
+    for key in list(client.scan_iter(f"{name}:*", count=1000)):
+        client.delete(key)
+    client.close()
+
+
+def test_a_request_that_never_left_is_given_back_whole(engine: QuotaEngine) -> None:
     target = engine.config.target("alpha/a1")
     kept = engine.reserve(target, Cost(1, 300))
     unsent = engine.reserve(target, Cost(1, 200))
