@@ -30,8 +30,9 @@ from workers.quota.costs import Cost, estimate_cost
 from workers.quota.textkinds import KINDS, Features, prompt_features
 
 MIN_LEARN_TOKENS = 16.0
-"""Prompts whose text (at current factors) is smaller than this teach nothing: the
-fixed per-message part dominates and the ratio is noise."""
+"""Prompts whose text (at current factors) is smaller than this never lower a factor:
+the fixed per-message part dominates and the ratio is noise (a short estimate still
+raises it)."""
 FLOOR = 0.05
 """No kind is ever estimated below 5 % of its default rate (a broken ``usage``)."""
 REFRESH_S = 2.0
@@ -63,11 +64,13 @@ def samples_for(features: Features, q: QuotaSettings, factors: Mapping[str, floa
     weights = {k: t * factors.get(k, 1.0) for k, t in features.default_tokens(q).items()
                if t > 0}
     total = sum(weights.values())
-    if total < MIN_LEARN_TOKENS:
+    if total <= 0:
         return {}
     s = max(0.0, actual - features.fixed) / total
-    if s > 1:
+    if s > 1:  # short: always raise, however small the prompt
         return {k: factors.get(k, 1.0) * s for k in weights}
+    if total < MIN_LEARN_TOKENS:
+        return {}
     share = q.estimator.dominant_share
     return {k: factors.get(k, 1.0) * s for k, w in weights.items() if w >= share * total}
 
