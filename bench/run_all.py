@@ -5,6 +5,7 @@
 Each benchmark is a subprocess (its own output is passed through); their
 ``BENCH_RESULT {json}`` lines are collected. bench/bench_quota.py (the quota engine,
 another engineer's) is run as is, on DB 5, and its own table's ratios are quoted.
+bench/bench_tokens.py: token- and neuron-bound scenarios, each beside its ceiling.
 Everything runs on Redis DB 5 (``BENCH_REDIS_URL``); about 12 minutes in all.
 """
 
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
-ORDER = ["utilization", "overhead", "latency", "quota", "scale", "litellm"]
+ORDER = ["utilization", "overhead", "latency", "quota", "scale", "tokens", "litellm"]
 
 
 def run(name: str, args: list[str]) -> tuple[dict, str]:
@@ -111,6 +112,17 @@ def main() -> None:
             rows.append((f"5. Worker RSS over {s['run_completed']:,} jobs (start/mid/end)",
                          f"{s['rss_start_mb']:.0f} / {s['rss_mid_mb']:.0f} / "
                          f"{s['rss_end_mb']:.0f} MB", "-", "-", "flat", None))
+    if "tokens" in todo:
+        t, _ = run("tokens", [])
+        for sc in t.get("scenarios", []):
+            goal = 0.95 if sc["scenario"] == "max_tokens" else 0.85
+            measured, against = ((sc["of_ceiling"], "of the ceiling") if goal == 0.95
+                                 else (sc["share"], "of the limit"))
+            rows.append((f"7. Tokens: {sc['scenario']} ({sc['limit']})",
+                         f"{sc['share']:.3f} of the limit, {sc['over_limit']} over-limit",
+                         f"ceiling {sc['ceiling']:.3f}", f"{sc['of_ceiling']:.3f}",
+                         f">= {goal} {against}, 0 over-limit",
+                         measured >= goal and sc["over_limit"] == 0))
     if "litellm" in todo:
         a, _ = run("litellm", [])
         if a:

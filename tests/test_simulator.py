@@ -93,7 +93,7 @@ def test_completion_shape_models_and_ids(sim_factory: Any) -> None:
     assert body["object"] == "chat.completion" and body["model"] == "m1"
     assert body["choices"][0]["message"]["role"] == "assistant"
     assert body["choices"][0]["finish_reason"] == "length"
-    assert body["usage"] == {"prompt_tokens": 6, "completion_tokens": 10, "total_tokens": 16}
+    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15}
     assert r.headers["x-request-id"].startswith("req_")
     assert chat(sim, "p").json()["usage"]["completion_tokens"] == 32  # reply length default
     models = httpx.get(f"{sim.base_url('p')}/models", headers=AUTH).json()
@@ -177,13 +177,13 @@ def test_groq_headers_and_429(sim_factory: Any) -> None:
 def test_groq_tokens_429_message(sim_factory: Any) -> None:
     limits = "        limits: [{unit: tokens, limit: 100, per: minute}]\n"
     sim = sim_factory(provider_yaml("groq", "groq", model_extra=limits))
-    assert chat(sim, "groq", max_tokens=40).status_code == 200  # 6 + 40... capped at 32
+    assert chat(sim, "groq", max_tokens=40).status_code == 200  # 5 + 40... capped at 32
     assert chat(sim, "groq", max_tokens=40).status_code == 200
     r = chat(sim, "groq", max_tokens=40)
     assert r.status_code == 429
     err = r.json()["error"]
     assert err["type"] == "tokens"
-    assert "tokens per minute (TPM): Limit 100, Used 76, Requested 38" in err["message"]
+    assert "tokens per minute (TPM): Limit 100, Used 74, Requested 37" in err["message"]
     assert "Please try again in" in err["message"]
     # a single request larger than the limit can never pass: 413, as Groq does
     big = [{"role": "user", "content": "z" * 800}]
@@ -213,7 +213,7 @@ def test_openrouter_headers_and_429s(sim_factory: Any) -> None:
 
 
 def test_cloudflare_neurons_daily_3036(sim_factory: Any) -> None:
-    # each request: 6 prompt + 32 completion tokens = 6*1e4/1e6 + 32*1e4/1e6 = 0.38 neurons
+    # each request: 5 prompt + 32 completion tokens = 5*1e4/1e6 + 32*1e4/1e6 = 0.37 neurons
     extra = "        neurons: {input_per_million: 10000, output_per_million: 10000}\n"
     sim = sim_factory(provider_yaml("cloudflare", "cloudflare",
                                     "[{unit: neurons, limit: 1, per: day}]", model_extra=extra))
@@ -225,8 +225,8 @@ def test_cloudflare_neurons_daily_3036(sim_factory: Any) -> None:
     assert body["success"] is False and body["errors"][0]["code"] == 3036
     assert "daily free allocation of 1 neurons" in body["errors"][0]["message"]
     stats = sim.stats()
-    assert stats["targets"]["cloudflare/m1"]["neurons"] == pytest.approx(0.76)
-    assert stats["limits"][0]["used"] == pytest.approx(0.76)
+    assert stats["targets"]["cloudflare/m1"]["neurons"] == pytest.approx(0.74)
+    assert stats["limits"][0]["used"] == pytest.approx(0.74)
 
 
 def test_mistral_headers_and_429(sim_factory: Any) -> None:
@@ -345,11 +345,11 @@ def test_month_limit(sim_factory: Any) -> None:
 def test_tokens_limit_counted_from_usage(sim_factory: Any) -> None:
     sim = sim_factory(provider_yaml("p", "openai", "[{unit: tokens, limit: 100, per: minute}]"))
     totals = [chat(sim, "p", max_tokens=n).json()["usage"]["total_tokens"] for n in (10, 20)]
-    assert totals == [16, 26]
-    r = chat(sim, "p")  # 38 more would make 80: fine; then 38 more is 118: refused
+    assert totals == [15, 25]
+    r = chat(sim, "p")  # 37 more would make 77: fine; then 37 more is 114: refused
     assert r.status_code == 200
     assert chat(sim, "p").status_code == 429
-    assert sim.stats()["targets"]["p/m1"]["tokens"] == 80
+    assert sim.stats()["targets"]["p/m1"]["tokens"] == 77
 
 
 # -- chat semantics -----------------------------------------------------------------

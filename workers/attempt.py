@@ -8,6 +8,7 @@ quota engine, and count it in the metrics.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,9 @@ from workers.providers.adapters import Adapter, adapter_for
 from workers.providers.client import ProviderClient
 from workers.providers.client import call as call_upstream
 from workers.providers.outcomes import RateLimited, Success
-from workers.quota.costs import Cost, estimate_cost, max_tokens_sent, usage_cost
+from workers.quota.costs import Cost, max_tokens_sent, usage_cost
+from workers.quota.engine import QuotaUnavailable
+from workers.quota.textkinds import Features
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class Prepared:
     client: ProviderClient
     body: dict[str, Any]
     cost: Cost
+    features: Features | None
+    """What the prompt sends, by kind of text: the estimator learns from it after the call."""
     base_url: str | None
     api_key: str | None
     simulated: bool
@@ -42,12 +47,14 @@ def prepare(rt, target: Target, job_body: dict[str, Any], simulated: bool) -> Pr
     adapter = adapter_for(target.provider_config.dialect)
     model = target.model
     body = adapter.prepare(job_body, model.id, max_tokens_sent(job_body, model, cfg.settings.jobs))
+    cost, features = rt.quota(simulated).learner.estimate(target, body)
     return Prepared(
         target=target,
         adapter=adapter,
         client=rt.clients.get(target.provider),
         body=body,
-        cost=estimate_cost(job_body, model, cfg.settings.quota, cfg.settings.jobs),
+        cost=cost,
+        features=features,
         base_url=rt.base_url(target.provider, simulated),
         api_key="simulated" if simulated else cfg.api_key(target.provider),
         simulated=simulated,
@@ -70,19 +77,25 @@ def send(rt, p: Prepared, reservation_id: str | None,
     is not written here; the caller writes it with the job's result (one round trip less).
     """
     quota = rt.quota(p.simulated)
+    sent: list[bool] = []
 
     def on_sent() -> None:
-        late = time.monotonic() - (granted_at or 0.0)
-        if granted_at is not None and reservation_id and late > LATE_SEND_S:
+        sent.append(True)
+        if granted_at is None or not reservation_id:
+            return
+        late = time.monotonic() - granted_at
+        if late > LATE_SEND_S or quota.crosses_period(p.target, reservation_id, late):
             quota.shift(p.target, p.cost, reservation_id, late)
 
     outcome, latency, observations = call_upstream(p.adapter, p.client, p.base_url or "",
                                                    p.api_key, p.body, on_sent)
-    if reservation_id is not None and p.metered:
-        actual = usage_cost(outcome.usage, p.target.model) if isinstance(outcome, Success) \
-            else Cost(1, 0, 0)  # no answer: the request counts, no tokens were used
-        if actual is not None:
+    left = bool(sent) or getattr(outcome, "status", None) is not None
+    if reservation_id is not None:
+        actual = charge(outcome, left, p.target, p.cost)
+        if actual is not None and (p.metered or actual.requests == 0):
             quota.reconcile(reservation_id, actual)
+    if isinstance(outcome, Success) and outcome.usage:
+        learn(rt, p, outcome.usage)
     deferred = defer_success_usage and isinstance(outcome, Success)
     metrics.record_call(p.target.key, type(outcome).__name__, latency,
                         getattr(outcome, "usage", None),
@@ -91,6 +104,37 @@ def send(rt, p: Prepared, reservation_id: str | None,
         if _due(p.target.key, obs, isinstance(outcome, RateLimited)):
             quota.observe(p.target, obs.unit, obs.per, obs.remaining, obs.reset_s, obs.scope)
     return outcome, latency
+
+
+def charge(outcome: Any, left: bool, target: Target, estimate: Cost) -> Cost | None:
+    """What a sent (or unsent) request finally costs, for reconcile; None: keep the estimate.
+
+    The upstream's word wins: reported ``usage`` replaces the estimate. Without it, a
+    request that reached the wire keeps its estimate (the upstream may well have counted
+    it: a timeout, a 5xx), a 429 keeps its tokens unless the provider says they do not
+    count (``count_429_tokens: false``), and only a request that never left is given back
+    in full. A pure rule: the table is tested without any I/O.
+    """
+    if not left:
+        return Cost(0, 0, 0)
+    reported = usage_cost(getattr(outcome, "usage", None), target.model)
+    if reported is not None:
+        return reported
+    if isinstance(outcome, RateLimited) and not target.provider_config.count_429_tokens:
+        return Cost(1, 0, 0)
+    return None
+
+
+def learn(rt, p: Prepared, usage: dict[str, Any]) -> None:
+    """Feed the prompt size the upstream reported to the shared estimator (never fails a
+    call: the estimate only stays where it was)."""
+    try:
+        prompt = int(usage.get("prompt_tokens") or 0)
+    except (TypeError, ValueError):
+        return
+    if prompt > 0 and p.features is not None:
+        with contextlib.suppress(QuotaUnavailable):
+            rt.quota(p.simulated).learner.observe(p.target, p.features, prompt)
 
 
 _OBSERVE_EVERY_S = 1.0

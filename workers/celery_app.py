@@ -137,3 +137,4 @@ def make_app(url: str) -> Celery:
 
 
 app = make_app(redis_url(required=True) or "")
+from workers import limits_check  # noqa: E402,F401 - every worker process checks its limits

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatcher.routing import choose_target
-from workers.quota.costs import estimate_cost
 from workers.quota.limits import charge_scale
 
 log = logging.getLogger("dispatch.pump")
@@ -180,7 +179,7 @@ class Pumper:
         target = cfg.target(key)
         full = queued + calling >= target.provider_config.concurrency
         quota = self.rt.quota(job.simulated)
-        cost = estimate_cost(job.body, target.model, cfg.settings.quota, cfg.settings.jobs)
+        cost = quota.learner.estimate(target, job.body)[0]  # the cost the call will reserve
         probe = quota.probe(target, cost, count=queued + 1)
         if probe.granted:
             delay: float | None = 0.0

@@ -150,19 +150,25 @@ class Config:
         return os.environ.get(self.providers[provider].api_key_env)
 
     def limits_fingerprint(self) -> str:
-        """A digest of every limit in force (and the time zones that define calendar ones)."""
-        doc = {
+        """A digest of every input of a charge: the limits (and the time zones that define
+        calendar ones), each model's neuron rates and output caps, the 429 token setting,
+        the default ``max_tokens``, the estimator's settings and the timing margins."""
+        doc: dict[str, Any] = {
             name: {
                 "tz": pc.timezone,
                 "limits": [lim.model_dump(mode="json") for lim in pc.limits],
+                "count_429_tokens": pc.count_429_tokens,
                 "models": {
-                    m.id: [lim.model_dump(mode="json") for lim in m.limits] for m in pc.models
+                    m.id: {"limits": [lim.model_dump(mode="json") for lim in m.limits],
+                           **m.model_dump(mode="json", include={
+                               "neurons", "max_output_tokens", "default_max_tokens"})}
+                    for m in pc.models
                 },
             }
             for name, pc in sorted(self.providers.items())
         }
-        doc["(margins)"] = self.settings.quota.model_dump(  # they decide the windows too
-            include={"timing_margin_ms", "timing_margin_pct"})
+        doc["(quota)"] = self.settings.quota.model_dump(mode="json")  # margins, estimator
+        doc["(jobs)"] = {"default_max_tokens": self.settings.jobs.default_max_tokens}
         blob = json.dumps(doc, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -123,6 +123,8 @@ class ProviderConfig(Strict):
     timeout_s: Annotated[float, Field(gt=0, le=86400)] = 120.0
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     paid: bool = False
+    count_429_tokens: bool = True
+    """A 429 counts as a request; whether its tokens count too (the safe default: yes)."""
 
     @field_validator("api_key_env")
     @classmethod
@@ -238,6 +240,21 @@ class RoutingSettings(Strict):
     timeout, and short enough for a prompt warm shutdown)."""
 
 
+class EstimatorSettings(Strict):
+    """The prompt estimate by kind of text, and how it learns (workers/quota/estimate.py)."""
+
+    code_tokens_per_char: Annotated[float, Field(gt=0)] = 0.5
+    cjk_tokens_per_char: Annotated[float, Field(gt=0)] = 2.0
+    emoji_tokens_per_char: Annotated[float, Field(gt=0)] = 3.0
+    other_tokens_per_char: Annotated[float, Field(gt=0)] = 1.0
+    schema_tokens_per_char: Annotated[float, Field(gt=0)] = 0.5
+    learn: bool = True
+    margin: Annotated[float, Field(ge=0, le=2)] = 0.1
+    samples: Annotated[int, Field(ge=1, le=1000)] = 32
+    min_samples: Annotated[int, Field(ge=1)] = 3
+    dominant_share: Annotated[float, Field(gt=0.5, le=1)] = 0.6
+
+
 class QuotaSettings(Strict):
     timing_margin_ms: Annotated[float, Field(ge=0, le=3_600_000)] = 20.0
     timing_margin_pct: Annotated[float, Field(ge=0, le=1)] = 0.2
@@ -246,6 +263,7 @@ class QuotaSettings(Strict):
     chars_per_token: Annotated[float, Field(gt=0, le=1000)] = 3.0
     message_overhead_tokens: Annotated[int, Field(ge=0, le=TOKENS)] = 8
     image_tokens: Annotated[int, Field(ge=0, le=TOKENS)] = 1600
+    estimator: EstimatorSettings = EstimatorSettings()
 
 
 class JobSettings(Strict):

@@ -1,7 +1,9 @@
 """Pooled HTTP clients, one per provider, and :func:`call`, one classified upstream call.
 
 One ``httpx.Client`` per provider keeps connections alive between calls (TLS setup is
-slow next to a short completion) and caps them at the provider's configured concurrency.
+slow next to a short completion), with room for every call the job store may admit at
+once (``concurrency`` per target): a call never holds quota while it waits for a
+connection.
 httpx clients are safe to share between the threads of a pool.
 
 The key is passed per call and never stored; transport errors are re-raised as
@@ -77,6 +79,17 @@ def _trace(on_sent: Callable[[], None]) -> dict[str, Any]:
     return {"trace": trace}
 
 
+def pool_size(pc: ProviderConfig) -> int:
+    """Connections one process keeps for a provider: ``concurrency`` for each of its models.
+
+        >>> from dispatcher.config.models import ModelConfig
+        >>> pool_size(ProviderConfig(base_url="x", api_key_env="K", concurrency=3,
+        ...                          models=[ModelConfig(id="a"), ModelConfig(id="b")]))
+        6
+    """
+    return pc.concurrency * max(1, len(pc.models))
+
+
 class ProviderClient:
     """A keep-alive connection pool to one provider; thread-safe.
 
@@ -104,7 +117,11 @@ class ProviderClient:
 
     @classmethod
     def from_config(cls, name: str, pc: ProviderConfig) -> ProviderClient:
-        return cls(name, concurrency=pc.concurrency, timeout_s=pc.timeout_s)
+        """Connections for every call that may be in flight: the job store admits
+        ``concurrency`` calls per *target*, so one process may call all of a provider's
+        models at once. A smaller pool would make a call that holds its quota wait for a
+        connection, and reach the upstream late."""
+        return cls(name, concurrency=pool_size(pc), timeout_s=pc.timeout_s)
 
     def send(self, url_base: str, api_key: str | None, body: dict[str, Any],
              on_sent: Callable[[], None] | None = None) -> RawResponse:

@@ -1,22 +1,29 @@
 """What a job costs on a target, before the call (estimate) and after it (usage).
 
 Pure functions: no Redis, no network. The estimate is an upper bound on purpose —
-the prompt is counted with a heuristic biased above what providers' tokenizers count,
-and the output is counted as the full ``max_tokens`` actually sent upstream — so a
-reservation never admits more than the upstream will count; reconcile refunds the rest.
+the prompt is measured by kind of text at rates biased above what providers' tokenizers
+count (scaled by what :mod:`workers.quota.estimate` learned, with a margin), and the
+output is counted as the full ``max_tokens`` actually sent upstream, once per choice — so
+a reservation never admits more than the upstream will count; reconcile refunds the rest.
 
     >>> from dispatcher.config.models import QuotaSettings
     >>> estimate_prompt_tokens([{"role": "user", "content": "hello"}], QuotaSettings())
-    10
+    14
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.config.models import JobSettings, ModelConfig, QuotaSettings, Unit
+from workers.quota.textkinds import Features, count_images, prompt_features, prompt_tokens
+
+__all__ = ["Cost", "NEURON_SCALE", "choices", "count_images", "estimate_cost",
+           "estimate_prompt_tokens", "max_tokens_sent", "neurons_milli", "requested_max_tokens",
+           "usage_cost"]
 
 # Neurons are kept in thousandths so Redis arithmetic stays in integers.
 NEURON_SCALE = 1000
@@ -42,44 +49,12 @@ class Cost:
         return self.milli_neurons / NEURON_SCALE
 
 
-def _text_of(content: Any) -> tuple[int, int]:
-    """(characters of text, number of image parts) in a message's content."""
-    if content is None:
-        return 0, 0
-    if isinstance(content, str):
-        return len(content), 0
-    chars = images = 0
-    if isinstance(content, list):
-        for part in content:
-            if not isinstance(part, dict):
-                chars += len(str(part))
-            elif part.get("type") == "image_url":
-                images += 1
-            else:
-                chars += len(str(part.get("text", ""))) + 8
-    else:
-        chars = len(str(content))
-    return chars, images
-
-
-def count_images(messages: list[dict[str, Any]]) -> int:
-    return sum(_text_of(m.get("content"))[1] for m in messages if isinstance(m, dict))
-
-
-def estimate_prompt_tokens(messages: list[dict[str, Any]], q: QuotaSettings) -> int:
-    """Characters / ``chars_per_token`` (3 by default, where tokenizers average ~4),
-    plus a per-message overhead and a fixed cost per image; rounded up."""
-    chars = images = 0
-    for m in messages:
-        if not isinstance(m, dict):
-            continue
-        c, i = _text_of(m.get("content"))
-        chars += c + len(str(m.get("role", ""))) + len(str(m.get("name", "")))
-        for call in m.get("tool_calls") or []:
-            chars += len(str(call))
-        images += i
-    per_message = q.message_overhead_tokens * len(messages)
-    return math.ceil(chars / q.chars_per_token) + per_message + images * q.image_tokens + 3
+def estimate_prompt_tokens(messages: list[dict[str, Any]], q: QuotaSettings,
+                           factors: Mapping[str, float] | None = None) -> int:
+    """The prompt estimate of ``messages`` alone (see :mod:`workers.quota.textkinds`):
+    each kind of text at its conservative default rate (times its learned factor), plus a
+    per-message overhead and a fixed cost per image; rounded up."""
+    return prompt_tokens(prompt_features({"messages": messages}, q), q, factors)
 
 
 def requested_max_tokens(body: dict[str, Any]) -> int | None:
@@ -104,12 +79,22 @@ def neurons_milli(model: ModelConfig, prompt_tokens: int, completion_tokens: int
     return math.ceil(n * NEURON_SCALE)
 
 
+def choices(body: dict[str, Any]) -> int:
+    """``n``: how many completions the upstream writes (and counts) for one request."""
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
 def estimate_cost(
-    body: dict[str, Any], model: ModelConfig, q: QuotaSettings, jobs: JobSettings
+    body: dict[str, Any], model: ModelConfig, q: QuotaSettings, jobs: JobSettings,
+    factors: Mapping[str, float] | None = None, features: Features | None = None,
 ) -> Cost:
-    """The reservation for one call of ``body`` on ``model``: an upper bound."""
-    prompt = estimate_prompt_tokens(body.get("messages") or [], q)
-    out = max_tokens_sent(body, model, jobs)
+    """The reservation for one call of ``body`` on ``model``: an upper bound. Everything
+    sent counts toward the prompt; the output is the ``max_tokens`` sent, once per choice
+    (``n``). ``factors``: what the estimator learned per kind of text (none: defaults)."""
+    features = features or prompt_features(body, q)
+    prompt = prompt_tokens(features, q, factors)
+    out = max_tokens_sent(body, model, jobs) * choices(body)
     return Cost(1, prompt + out, neurons_milli(model, prompt, out))
 
 

@@ -30,6 +30,7 @@ Key layout (``{provider}`` is a Redis Cluster hash tag: one slot per provider)::
     {ns}:q:{live|sim}:{<provider>}:m:<model>:<unit>:<per>[:<period>]   the same, per model
     {ns}:q:{live|sim}:{<provider>}:cool                      cooldowns (HASH p, m:<model>)
     {ns}:q:{live|sim}:{<provider>}:r:<token>                 reservation record (HASH)
+    {ns}:q:{live|sim}:{<provider>}:est:<model>               prompt estimator (estimate.py)
 
 A sliding log's members are ``"<cost>:<token>"`` scored by server time in microseconds;
 its running sum is the member ``#`` with score ``-sum`` (so it expires with the log).
@@ -40,9 +41,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -70,10 +73,15 @@ from workers.quota.limits import (
     window_us,
 )
 
+if TYPE_CHECKING:
+    from workers.quota.estimate import Learner
+
 LUA_DIR = Path(__file__).with_name("lua")
 RECORD_TTL_MS = 25 * 3600 * 1000
 """A reservation record outlives the longest rolling window and a day of late reconciles."""
 RECORD_TTL_B = b"%d" % RECORD_TTL_MS
+GRANTS_KEPT = 4096
+"""Grant times remembered per process (a request leaves within moments of its grant)."""
 
 _OK, _REFUSED, _NEVER, _STALE, _COOLDOWN, _DUPLICATE = 1, 0, 2, 3, 4, 5
 
@@ -198,11 +206,25 @@ class QuotaEngine:
         self._plans: dict[str, _Plan] = {}
         self._periods: dict[tuple[str, Per], Period] = {}
         self._skew = 0.0  # server clock minus ours, learned from stale-period replies
+        self._granted: OrderedDict[str, float] = OrderedDict()
+        """Server time of each recent grant, by token: a late send finds its period."""
         prelude = (LUA_DIR / "prelude.lua").read_text(encoding="utf-8")
         self._scripts = {
             name: redis.register_script(_load(name, prelude))
-            for name in ("reserve", "reconcile", "shift", "observe", "cooldown", "status", "lift")
+            for name in ("reserve", "reconcile", "shift", "observe", "cooldown", "status",
+                         "lift", "learn")
         }
+
+    @cached_property
+    def learner(self) -> Learner:
+        """The prompt estimator, learning from the usage answers report (estimate.py)."""
+        from workers.quota.estimate import Learner
+
+        return Learner(self)
+
+    def key_prefix(self, provider: str) -> str:
+        """``{ns}:q:{live|sim}:{<provider>}:``, the prefix of every key of one provider."""
+        return key_prefix(self.namespace, self.simulated, provider)
 
     # ----------------------------------------------------------------- plumbing
     def _plan(self, target: Target) -> _Plan:
@@ -349,8 +371,12 @@ class QuotaEngine:
             reply = self._eval("reserve", keys, args)
             status, at = int(reply[0]), int(reply[1]) / US
             if status == _OK:
-                return Reservation(True, None if probe else f"{plan.provider}/{token}", 0.0,
-                                   None, at=at)
+                if probe:
+                    return Reservation(True, None, 0.0, None, at=at)
+                self._granted[token] = at
+                if len(self._granted) > GRANTS_KEPT:
+                    self._granted.popitem(last=False)
+                return Reservation(True, f"{plan.provider}/{token}", 0.0, None, at=at)
             if status == _REFUSED:
                 return Reservation(False, None, int(reply[2]) / US,
                                    specs[int(reply[3]) - 1].label, at=at)
@@ -374,7 +400,8 @@ class QuotaEngine:
 
     def reconcile(self, reservation_id: str, actual: Cost) -> bool:
         """Replace the estimated tokens/neurons of a reservation by the ``actual`` usage
-        (refund or debit; requests stay charged). Idempotent: True only for the call that
+        (refund or debit; requests stay charged unless ``actual.requests`` is 0: a request
+        that never left is given back whole). Idempotent: True only for the call that
         applied it; False when already reconciled, expired, or nothing needed reconciling
         (a target with request limits only)."""
         provider, sep, token = reservation_id.partition("/")
@@ -383,24 +410,56 @@ class QuotaEngine:
         prefix = key_prefix(self.namespace, self.simulated, provider)
         reply = self._eval(
             "reconcile", [prefix + "r:" + token],
-            [max(actual.tokens, 0), max(actual.milli_neurons, 0), token],
+            [max(actual.tokens, 0), max(actual.milli_neurons, 0), token,
+             1 if actual.requests else 0],
         )
         return int(reply) == 1
 
     def shift(self, target: Target, cost: Cost, reservation_id: str, seconds: float) -> int:
         """The request of a granted reservation left ``seconds`` after the grant: move its
         rolling-window entries forward by that much, so the slot frees when the upstream's
-        does. Calendar counters need nothing. Returns how many entries moved."""
+        does, and, when it left after a calendar boundary (midnight, the 1st), move its
+        calendar charges to the new period, the one the upstream counts it in. Returns how
+        many entries and counters moved."""
         plan = self._plan(target)
         token = reservation_id.partition("/")[2]
-        keys, members = [], []
+        granted = self._granted.pop(token, None)
+        if seconds <= 0:
+            return 0
+        keys: list[Any] = []
+        members = []
         for i, s in enumerate(plan.specs):
             if plan.static[i]:
                 keys.append(plan.keys_b[i])
                 members.append(b"%d:%s" % (cost.of(s.limit.unit), token.encode()))
-        if not keys or seconds <= 0:
+        moves: list[Any] = []
+        move_keys: list[Any] = []
+        if granted is not None:
+            sent = granted + seconds
+            for s in plan.specs:
+                if s.rolling:
+                    continue
+                old = self._period(plan.tz, s.limit.per, granted)
+                if sent < old.end:
+                    continue
+                new = calendar_period(s.limit.per, plan.tz, sent)
+                move_keys += [f"{s.base}:{old.key}", f"{s.base}:{new.key}"]
+                moves += [cost.of(s.limit.unit), new.end + CALENDAR_SLACK_S]
+        if not keys and not moves:
             return 0
-        return int(self._eval("shift", keys, [int(seconds * US), *members]))
+        record = plan.record_prefix + token.encode()
+        return int(self._eval("shift", [*keys, record, *move_keys],
+                              [int(seconds * US), len(keys), *members, *moves]))
+
+    def crosses_period(self, target: Target, reservation_id: str, seconds: float) -> bool:
+        """Whether a request leaving ``seconds`` after its grant lands in a later calendar
+        period than the one charged (then :meth:`shift` must move the charge)."""
+        granted = self._granted.get(reservation_id.partition("/")[2])
+        if granted is None:
+            return False
+        plan = self._plan(target)
+        return any(not s.rolling and granted + seconds >= self._period(
+            plan.tz, s.limit.per, granted).end for s in plan.specs)
 
     # ------------------------------------------------------------ upstream feedback
     def cooldown(self, target: Target, seconds: float, scope: str = SCOPE_MODEL,

@@ -1,15 +1,25 @@
 """Fake chat completions with honest, deterministic ``usage``.
 
-Prompt tokens are counted as ``ceil(chars / 4) + 4 per message + 1000 per image``:
-close to what real tokenizers report, and deliberately *below* the dispatcher's own
-upper-bound estimate (workers/quota/costs.py counts chars / 3, 8 per message, 1600 per
-image), so a correct reservation always covers what the simulator later reports.
+Prompt tokens are counted the way real (byte-pair) tokenizers roughly count, by pieces
+as their pre-tokenizers split text (:func:`count_text`): a word of Latin letters with its
+leading space is one token per 5 letters, 4 in a word longer than 12 (English prose: about
+4 characters a token),
+digits go 3 to a token, a run of punctuation 2 to a token (code and JSON are denser than
+prose), whitespace 4 to a token, a CJK character is one token and a rarer one (every
+fourth code point) two, an emoji two tokens (joiners and variation selectors one each),
+other scripts 2 letters a token. Plus 4 per message, 1000 per image, and the JSON of
+``tools``, ``functions``, ``response_format`` and ``tool_choice``, which the model reads
+too. ``n`` choices report ``n`` times the completion.
+
+This is the upstream the dispatcher's estimate (workers/quota/textkinds.py, estimate.py)
+must never fall below; it is deliberately not the same heuristic.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +46,7 @@ class ChatRequest:
     max_tokens: int
     prompt_tokens: int
     images: int
+    choices: int = 1
 
 
 @dataclass(frozen=True)
@@ -60,16 +71,56 @@ class Usage:
                 "total_tokens": self.total_tokens}
 
 
-def _content_size(content: Any) -> tuple[int, int]:
-    """(text characters, image parts) of one message's content."""
+_CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff"
+_EMOJI = ("\u2190-\u21ff\u2300-\u23ff\u25a0-\u27bf\u2b00-\u2bff\u200d\ufe00-\ufe0f"
+          "\U0001f000-\U0001faff\U000e0000-\U000e007f")
+_JOINERS = frozenset("\u200d\ufe0e\ufe0f")
+_PIECES = re.compile(
+    f"(?P<cjk>[{_CJK}])"
+    f"|(?P<emoji>[{_EMOJI}])"
+    "| ?(?P<word>[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+)"
+    "| ?(?P<num>[0-9]{1,3})"
+    rf"| ?(?P<other>(?:(?![{_CJK}{_EMOJI}])[^\W\d_A-Za-z])+)"
+    rf"|(?P<punct> ?(?:(?![{_CJK}{_EMOJI}])[^\s\w]|_)+)"
+    r"|(?P<space>\s+)"
+)
+PROMPT_FIELDS = ("tools", "functions", "response_format", "tool_choice")
+"""Request fields besides the messages that the model reads (rendered into its prompt)."""
+
+
+def count_text(text: str) -> int:
+    """Tokens of ``text``, the way a byte-pair tokenizer roughly counts (module docstring)."""
+    tokens = 0
+    for m in _PIECES.finditer(text):
+        kind = m.lastgroup
+        piece = m.group(kind)
+        if kind == "cjk":
+            tokens += 2 if ord(piece) % 4 == 0 else 1
+        elif kind == "emoji":
+            tokens += 1 if piece in _JOINERS else 2
+        elif kind == "word":  # a long run of letters is rarely in the vocabulary
+            tokens += math.ceil(len(piece) / (5 if len(piece) <= 12 else 4))
+        elif kind == "num":
+            tokens += 1
+        elif kind == "other":
+            tokens += math.ceil(len(piece) / 2)
+        elif kind == "punct":
+            tokens += math.ceil(len(piece.lstrip(" ")) / 2)
+        else:
+            tokens += math.ceil(len(piece) / 4)
+    return tokens
+
+
+def _content_tokens(content: Any) -> tuple[int, int]:
+    """(text tokens, image parts) of one message's content."""
     if content is None:
         return 0, 0
     if isinstance(content, str):
-        return len(content), 0
+        return count_text(content), 0
     if not isinstance(content, list):
         raise ChatError("bad_request", "message content must be a string or a list of parts",
                         "messages")
-    chars = images = 0
+    tokens = images = 0
     for part in content:
         if not isinstance(part, dict) or "type" not in part:
             raise ChatError("bad_request", "each content part must be an object with a 'type'",
@@ -77,20 +128,28 @@ def _content_size(content: Any) -> tuple[int, int]:
         if part["type"] == "image_url":
             images += 1
         elif part["type"] == "text":
-            chars += len(str(part.get("text", "")))
-    return chars, images
+            tokens += count_text(str(part.get("text", "")))
+    return tokens, images
 
 
-def count_prompt(messages: list[dict[str, Any]]) -> tuple[int, int]:
-    """(prompt tokens, image parts), deterministically."""
-    chars = images = 0
+def count_prompt(messages: list[dict[str, Any]],
+                 body: dict[str, Any] | None = None) -> tuple[int, int]:
+    """(prompt tokens, image parts) of ``messages`` and the prompt fields of ``body``,
+    deterministically."""
+    tokens = images = 0
     for m in messages:
-        c, i = _content_size(m.get("content"))
-        chars += c
+        t, i = _content_tokens(m.get("content"))
+        tokens += t
         images += i
-        if m.get("tool_calls"):
-            chars += len(json.dumps(m["tool_calls"]))
-    return math.ceil(chars / 4) + 4 * len(messages) + 1000 * images, images
+        if m.get("name"):
+            tokens += count_text(str(m["name"]))
+        for key in ("tool_calls", "function_call"):
+            if m.get(key):
+                tokens += count_text(json.dumps(m[key], ensure_ascii=False))
+    for key in PROMPT_FIELDS:
+        if body and body.get(key) is not None:
+            tokens += count_text(json.dumps(body[key], ensure_ascii=False))
+    return tokens + 4 * len(messages) + 1000 * images, images
 
 
 def parse_request(body: Any, model: ModelConfig, dialect: Dialect) -> ChatRequest:
@@ -129,7 +188,7 @@ def parse_request(body: Any, model: ModelConfig, dialect: Dialect) -> ChatReques
     else:
         max_tokens = raw
 
-    prompt_tokens, images = count_prompt(messages)
+    prompt_tokens, images = count_prompt(messages, body)
     if images and not model.vision:
         raise ChatError("bad_request", f"The model `{model.id}` does not support images "
                         "(image_url content parts); use a vision model", "messages")
@@ -138,12 +197,15 @@ def parse_request(body: Any, model: ModelConfig, dialect: Dialect) -> ChatReques
                         f"{model.context_window} tokens. However, your messages resulted in "
                         f"{prompt_tokens} tokens. Please reduce the length of the messages.",
                         "messages")
-    return ChatRequest(messages, max_tokens, prompt_tokens, images)
+    n = body.get("n", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ChatError("bad_request", "n must be a positive integer", "n")
+    return ChatRequest(messages, max_tokens, prompt_tokens, images, n)
 
 
 def plan_usage(request: ChatRequest, reply_tokens: int) -> Usage:
     """What this request will report: known before answering, so quota judges it at arrival."""
-    return Usage(request.prompt_tokens, min(request.max_tokens, reply_tokens))
+    return Usage(request.prompt_tokens, min(request.max_tokens, reply_tokens) * request.choices)
 
 
 def reply_text(label: str, tokens: int) -> str:
@@ -161,12 +223,12 @@ def reply_text(label: str, tokens: int) -> str:
 def completion(request_id: str, provider: str, model: ModelConfig, request: ChatRequest,
                usage: Usage, dialect: Dialect) -> dict[str, Any]:
     """A ``chat.completion`` body in the provider's dialect."""
+    each = usage.completion_tokens // request.choices
     message: dict[str, Any] = {"role": "assistant",
-                               "content": reply_text(f"{provider}/{model.id}",
-                                                     usage.completion_tokens)}
+                               "content": reply_text(f"{provider}/{model.id}", each)}
     if model.reasoning and dialect.reasoning_field:
         message[dialect.reasoning_field] = "Simulated reasoning: nothing to think about."
-    finish = "length" if usage.completion_tokens >= request.max_tokens else "stop"
+    finish = "length" if each >= request.max_tokens else "stop"
     body: dict[str, Any] = {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",

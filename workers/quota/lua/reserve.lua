@@ -100,7 +100,7 @@ if probe then
 end
 
 local token = ARGV[2]
-local rec, tok, neu = {}, nil, nil
+local rec, reqs, tok, neu = {}, {}, nil, nil
 for i = 1, n do
   local a = 6 + (i - 1) * 6
   local cost_s = ARGV[a + 2]
@@ -116,9 +116,13 @@ for i = 1, n do
   if unit ~= 'r' then
     rec[#rec + 1] = unit .. kind .. key
     if unit == 't' then tok = cost_s else neu = cost_s end
+  else
+    reqs[#reqs + 1] = unit .. kind .. key
   end
 end
 if #rec > 0 or ARGV[5] == '1' then
+  -- Request entries too: a request that never left is given back in full.
+  for j = 1, #reqs do rec[#rec + 1] = reqs[j] end
   redis.call('SET', KEYS[2], (tok or '0') .. '\n' .. (neu or '0') .. '\n' .. table.concat(rec, '\n'),
              'PX', ARGV[6])
 end
