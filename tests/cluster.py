@@ -146,5 +146,18 @@ class Cluster:
             time.sleep(0.1)
         raise AssertionError(f"batch {batch} did not finish in {timeout}s: {self.batch(batch)}")
 
+    @staticmethod
+    def wait_for(probe, timeout: float = 60, what: str = "a condition", every: float = 0.1):
+        """Poll ``probe`` until it returns something truthy (returned) or fail after
+        ``timeout`` seconds: a condition, never a fixed sleep."""
+        end = time.monotonic() + timeout
+        while True:
+            got = probe()
+            if got:
+                return got
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(every)
+
     def stats(self) -> dict:
         return self.sim.stats()

@@ -26,6 +26,7 @@ import redis
 
 from dispatcher.config.secrets import redact
 from workers import attempt, metrics
+from workers.liveness import holder_id
 from workers.providers.outcomes import (
     JobRejected,
     RateLimited,
@@ -108,15 +109,25 @@ class Caller:
         self._next: tuple[Any, str | None] = (None, None)
         self._served = 0
         self._started = time.monotonic()
+        self._me = ""
 
-    def run(self, job_id: str, target_key: str) -> dict[str, Any]:
-        """Serve the job, then the target's backlog; returns the first job's outcome."""
+    def run(self, job_id: str, target_key: str, ticket: int | None = None) -> dict[str, Any]:
+        """Serve the job, then the target's backlog; returns the first job's outcome.
+
+        A message that is not the job's latest hand-out (redelivered after the job was put
+        back, re-claimed or served) does nothing: see ``start.lua``.
+        """
         store = self.rt.store
-        self._holding, self._started = job_id, time.monotonic()
+        self._started = time.monotonic()
+        self._me = holder_id(self.rt)
         first: dict[str, Any] | None = None
         job = None
         try:
-            job, batch_status = store.start(job_id, target_key)
+            job, batch_status, claimed = store.start(job_id, target_key, self._me, ticket)
+            if not claimed:
+                state = job.state if job else "unknown"
+                return {"job": job_id, "status": "stale message", "state": state}
+            self._holding = job_id
             while True:
                 self._served += 1
                 out = self._serve(job_id, job, batch_status, target_key)
@@ -125,18 +136,19 @@ class Caller:
                         and self._may_chain()):
                     self._carry(store.next_job(self._holding, target_key,
                                                self.rt.sigs_first(target_key),
-                                               self.rt.sigs_with(target_key)))
+                                               self.rt.sigs_with(target_key), holder=self._me))
                 job, batch_status = self._next
                 self._next = (None, None)
                 if job is None:
                     break
                 job_id = job.id
-        except BaseException:
-            self._put_back(job)
+        except BaseException as exc:
+            self._put_back(job, exc)
             raise
         finally:
             if self._holding:
-                store.release(self._holding, target_key, self.rt.sigs_with(target_key))
+                store.release(self._holding, target_key, self.rt.sigs_with(target_key),
+                              self._me)
         return {**first, "served": self._served} if self._served > 1 else first
 
     def _carry(self, taken: tuple[Any, str | None]) -> None:
@@ -144,18 +156,27 @@ class Caller:
         self._next = taken
         self._holding = taken[0].id if taken[0] else None
 
-    def _put_back(self, job) -> None:
+    def _put_back(self, job, exc: BaseException) -> None:
         """The task fails with this job unfinished: it waits again (a chained job has no
-        message to be redelivered). When Redis cannot take it back, the slot is kept, so
-        the job store's sweep finds the job later; never stranded."""
+        message to be redelivered) — unless it crashed ``max_crashes`` times: then it ends
+        ``failed`` with ``internal_error``, never sent again forever. A worker stopping
+        (not an ``Exception``) is no fault of the job: it only waits again. When Redis
+        cannot take it back, the slot is kept, so the sweep finds the job later."""
         held = next((j for j in (self._next[0], job) if j is not None
                      and j.id == self._holding), None)
         if held is None:
             return
         try:
-            self.rt.store.park(held)
-        except redis.RedisError as exc:
-            log.warning("job %s: could not put it back (%s); the sweep will", held.id, exc)
+            if isinstance(exc, Exception):
+                reason = redact(f"{type(exc).__name__}: {exc}")
+                ended = self.rt.store.crashed(
+                    held, reason, self.rt.config.settings.reliability.max_crashes)
+                log.warning("job %s: its call crashed (%s); %s", held.id, reason,
+                            "it ends failed (internal_error)" if ended == 2 else "it waits again")
+            else:
+                self.rt.store.park(held)
+        except redis.RedisError as exc2:
+            log.warning("job %s: could not put it back (%s); the sweep will", held.id, exc2)
             self._holding = None
 
     def _may_chain(self) -> bool:
@@ -265,7 +286,8 @@ class Caller:
             job, result, target_key.split("/", 1)[0], target_key,
             self.rt.sigs_first(target_key), self.rt.sigs_with(target_key),
             take=self._may_chain(),
-            also=usage_writer(self.rt, target_key, outcome.usage, job.simulated)))
+            also=usage_writer(self.rt, target_key, outcome.usage, job.simulated),
+            holder=self._me))
         return {"job": job.id, "status": "completed", "target": target_key}
 
     def _fail_with(self, job, outcome: Any, latency: float | None, target_key: str) -> dict:
