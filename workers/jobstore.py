@@ -161,13 +161,24 @@ class JobStore:
         deadline_s: float,
         name: str = "",
         chunk: int = 2000,
+        batch_id: str | None = None,
     ) -> tuple[str, dict[str, tuple[str, list[str]]]]:
         """Store a validated batch (``JobSpec``-like objects) and queue every job.
 
         Returns the batch id and the waiting sets that received jobs (signature -> tag and
-        targets).
+        targets). With ``batch_id`` (a cron tick's, derived from schedule and tick) the
+        batch is created at most once: all of it in one transaction, only if no batch of
+        that id exists (``WATCH``); otherwise nothing is written and no set is returned.
         """
-        batch = "batch_" + uuid.uuid4().hex[:20]
+        batch = batch_id or "batch_" + uuid.uuid4().hex[:20]
+        pipe = self.r.pipeline(transaction=batch_id is not None)
+        if batch_id is not None:
+            pipe.watch(self.batch_key(batch))
+            if pipe.exists(self.batch_key(batch)):
+                pipe.reset()
+                return batch, {}
+            pipe.multi()
+            chunk = 1 << 62  # one transaction: all of the batch or none of it
         seq = int(self.r.incr(f"{self.ns}:batchseq"))
         now = time.time()
         deadline = now + deadline_s
@@ -176,7 +187,6 @@ class JobStore:
         # The batch's constants first (a pipeline keeps its order): a router may pick up its
         # first jobs before the last chunk is written; ``total`` comes last, so the batch
         # cannot look finished early.
-        pipe = self.r.pipeline(transaction=False)
         pipe.hset(self.batch_key(batch), mapping={
             "completed": 0, "failed": 0, "status": "in_progress", "created": now,
             "deadline": deadline, "simulated": int(simulated), "name": name,
@@ -215,7 +225,10 @@ class JobStore:
         pipe.zadd(f"{self.ns}:batches", {batch: now})
         pipe.zadd(self.deadlines_key, {batch: deadline})
         pipe.hmget(self.batch_key(batch), "completed", "failed")
-        completed, failed = pipe.execute()[-1]
+        try:
+            completed, failed = pipe.execute()[-1]
+        except redis.WatchError:  # another run of the same tick created it meanwhile
+            return batch, {}
         if int(completed or 0) + int(failed or 0) >= total:  # it all ended before ``total``
             self.r.hset(self.batch_key(batch), mapping={"status": "completed", "ended": now})
         return batch, sigs

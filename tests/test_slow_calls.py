@@ -1,0 +1,26 @@
+"""A call longer than the broker's visibility timeout is never started a second time while
+the first is alive: the broker redelivers its message, and the lease decides (the job is
+held by a live worker, so the copy does nothing)."""
+
+from __future__ import annotations
+
+from tests.cluster import Cluster, job_line, model, provider, write_config
+
+
+def test_a_call_outliving_the_visibility_timeout_runs_once(tmp_path):
+    cfg = write_config(tmp_path / "config",
+                       {"alpha": provider(model("a1"), concurrency=4, timeout_s=30)},
+                       {"fast": ["alpha/a1"]},
+                       {"routing": {"chain_max_jobs": 1}})
+    # every call takes 5-6 s; the broker redelivers unacknowledged messages after 2 s
+    with Cluster(cfg, tmp_path, latency=(5.0, 6.0), visibility_timeout=2) as c:
+        c.start_worker("--all")
+        batch = c.submit([job_line(f"s{i}", "fast") for i in range(4)])
+        results = c.wait(batch, timeout=90)
+        assert all(r["response"]["status_code"] == 200 for r in results)
+        assert c.stats()["totals"]["ok"] == 4  # each job reached the upstream once
+        # the copies were delivered (and did nothing): otherwise this tests nothing
+        c.wait_for(lambda: "stale message" in c.log("w0"), timeout=30,
+                   what="a redelivered call message")
+        for i in range(4):
+            assert c.r.hget(f"{c.namespace}:j:{{{batch}}}:{i}", "tries") == "1"
