@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from dispatcher.waiting import StallWatch
+
 POLL_S = 0.25
 PLAIN_EVERY_S = 5.0
 
@@ -25,6 +27,7 @@ def follow_batch(rt, batch: str, console: Console,
     info = rt.store.batch(batch)
     total = info["total"] if info else 0
     start = time.monotonic()
+    stall = StallWatch(rt, batch)  # says why, once no job moved for a minute
     if console.is_terminal:
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}/s"), TimeRemainingColumn(),
@@ -36,6 +39,8 @@ def follow_batch(rt, batch: str, console: Console,
                 done = info.get("completed", 0) + info.get("failed", 0)
                 rate = done / max(1e-9, time.monotonic() - start)
                 bar.update(task, completed=done, rate=f"{rate:.1f}", providers=_providers(info))
+                if note := stall.check(done):
+                    console.print(note, highlight=False)
                 if done >= total:
                     return True
                 if dead_workers():
@@ -46,6 +51,8 @@ def follow_batch(rt, batch: str, console: Console,
         info = rt.store.batch(batch) or {}
         done = info.get("completed", 0) + info.get("failed", 0)
         now = time.monotonic()
+        if note := stall.check(done):
+            console.print(note, highlight=False)
         if done >= total or now - last_print >= PLAIN_EVERY_S:
             elapsed = now - start
             rate = done / max(1e-9, elapsed)

@@ -233,3 +233,22 @@ def test_a_batch_past_its_deadline_ends_expired_wherever_its_jobs_wait(rt):
     rt.r.zadd(store.deadlines_key, {batch: time.time()})  # its re-check is due
     assert store.expire_due() == 0
     assert rt.r.zscore(store.deadlines_key, batch) is None  # forgotten once ended
+
+
+def test_a_job_redis_could_not_take_back_is_given_back_once_it_answers(rt):
+    """Redis restarted under a call task: the job could be neither finished nor put back,
+    and its worker's lease lives on. The process keeps it and gives it back after the next
+    lease renewal, unless someone else holds it by then."""
+    store = rt.store
+    batch, _ = store.create_batch([spec(f"j{i}", "fast", ["alpha/a1"]) for i in range(2)],
+                                  simulated=True, deadline_s=600)
+    mine, other = f"{batch}:0", f"{batch}:1"
+    job, _, _ = store.start(mine, "alpha/a1", "me", hand_out(rt, mine, "alpha/a1", "r"))
+    taken, _, _ = store.start(other, "alpha/a1", "me", hand_out(rt, other, "alpha/a1", "r"))
+    store.put_back_later(job, "alpha/a1", "me")
+    store.put_back_later(taken, "alpha/a1", "me")
+    rt.r.hset(store.job_key(other), "holder", "someone-else")  # swept and re-claimed
+    assert store.retry_orphans() == 0
+    assert store.load(mine).state == "waiting"
+    assert store.load(other).state == "running"  # not taken from its new holder
+    assert rt.r.zrange(store.calling_key("alpha/a1"), 0, -1) == [other]

@@ -110,6 +110,7 @@ class Caller:
         self._served = 0
         self._started = time.monotonic()
         self._me = ""
+        self._target = ""
 
     def run(self, job_id: str, target_key: str, ticket: int | None = None) -> dict[str, Any]:
         """Serve the job, then the target's backlog; returns the first job's outcome.
@@ -120,6 +121,7 @@ class Caller:
         store = self.rt.store
         self._started = time.monotonic()
         self._me = holder_id(self.rt)
+        self._target = target_key
         first: dict[str, Any] | None = None
         job = None
         try:
@@ -167,16 +169,18 @@ class Caller:
         if held is None:
             return
         try:
-            if isinstance(exc, Exception):
+            if isinstance(exc, Exception) and not isinstance(exc, redis.RedisError):
                 reason = redact(f"{type(exc).__name__}: {exc}")
                 ended = self.rt.store.crashed(
                     held, reason, self.rt.config.settings.reliability.max_crashes)
                 log.warning("job %s: its call crashed (%s); %s", held.id, reason,
                             "it ends failed (internal_error)" if ended == 2 else "it waits again")
-            else:
-                self.rt.store.park(held)
+            else:  # Redis went away, or the worker stops: no fault of the job
+                self.rt.store.park(held, self._me)
         except redis.RedisError as exc2:
-            log.warning("job %s: could not put it back (%s); the sweep will", held.id, exc2)
+            log.warning("job %s: could not put it back (%s); it is, once Redis answers",
+                        held.id, exc2)
+            self.rt.store.put_back_later(held, self._target, self._me)
             self._holding = None
 
     def _may_chain(self) -> bool:

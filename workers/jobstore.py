@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -119,6 +120,8 @@ class JobStore:
         self._release_script = script("release")
         self._expire = script("expire")
         self._constants: dict[str, tuple[bool, float]] = {}
+        self._orphans: list[tuple[Job, str, str]] = []
+        self._orphans_lock = threading.Lock()
 
     # -- keys ---------------------------------------------------------------
     def batch_key(self, batch: str) -> str:
@@ -449,17 +452,44 @@ class JobStore:
         return int(self._handout(keys=[wait_key, self.queued_key(target), self.job_key(job.id)],
                                  args=[job.id, target, holder]))
 
-    def park(self, job: Job) -> bool:
-        """Put a job back among those waiting for its remaining targets (keeps its place)."""
+    def park(self, job: Job, holder: str = "") -> bool:
+        """Put a job back among those waiting for its remaining targets (keeps its place);
+        with ``holder``, only while that process still holds it."""
         targets = job.remaining_targets
         sig = waitset_sig(job.tag, targets)
         self.r.hsetnx(self.waitsets_key, sig, json.dumps({"tag": job.tag, "targets": targets}))
         return bool(
             self._park(
                 keys=[self.job_key(job.id), self.wait_key(sig), self.wake_key],
-                args=[job.id, sig, json.dumps(job.excluded), job.score, self.ns],
+                args=[job.id, sig, json.dumps(job.excluded), job.score, self.ns, holder],
             )
         )
+
+    def put_back_later(self, job: Job, target: str, holder: str) -> None:
+        """Redis did not answer when a call task had to give ``job`` back: remember it, so
+        :meth:`retry_orphans` does once Redis answers again. The process's lease stays
+        alive meanwhile, so no sweep would: without this the job would stay "running"."""
+        with self._orphans_lock:
+            self._orphans.append((job, target, holder))
+
+    def retry_orphans(self) -> int:
+        """Give back the jobs :meth:`put_back_later` kept (the lease thread calls this after
+        each renewal); returns how many are still kept."""
+        with self._orphans_lock:
+            pending, self._orphans = self._orphans, []
+        kept = []
+        for job, target, holder in pending:
+            try:
+                self.park(job, holder)
+                self.release(job.id, target, [], holder)
+            except redis.RedisError:
+                kept.append((job, target, holder))
+        if kept:
+            with self._orphans_lock:
+                self._orphans.extend(kept)
+        elif pending:
+            log.info("job store: %d job(s) given back after Redis answered again", len(pending))
+        return len(kept)
 
     def sweep(self, targets: Iterable[str], rel: Any, stale_s: float) -> tuple[int, int, int]:
         """Put back the jobs of every target whose holder's lease lapsed (see ``sweep.lua``).

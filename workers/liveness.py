@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import redis
 
@@ -38,8 +39,11 @@ def lease_key(namespace: str, holder: str) -> str:
 class Lease:
     """A heartbeat lease renewed by a daemon thread; deleted when the process exits cleanly."""
 
-    def __init__(self, r: redis.Redis, namespace: str, lease_s: float, renew_s: float):
+    def __init__(self, r: redis.Redis, namespace: str, lease_s: float, renew_s: float,
+                 after_renew: Callable[[], object] | None = None):
         self.r = r
+        self.after_renew = after_renew
+        """Called after each renewal (from the lease thread): Redis answers again."""
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.key = lease_key(namespace, self.id)
         self.lease_ms = int(lease_s * 1000)
@@ -62,6 +66,8 @@ class Lease:
         while not self._stop.wait(self.renew_s):
             try:
                 self.renew()
+                if self.after_renew is not None:
+                    self.after_renew()
             except redis.RedisError as exc:  # Redis restarting: the next renewal restores it
                 log.warning("lease %s: renewal failed (%s)", self.id, exc)
 
@@ -84,7 +90,8 @@ def holder_id(rt) -> str:
         lease = _leases.get(key)
         if lease is None:
             rel = rt.config.settings.reliability
-            lease = Lease(rt.r, rt.namespace, rel.lease_s, rel.lease_renew_s).start()
+            lease = Lease(rt.r, rt.namespace, rel.lease_s, rel.lease_renew_s,
+                          after_renew=rt.store.retry_orphans).start()
             _leases[key] = lease
         return lease.id
 
