@@ -252,3 +252,41 @@ def test_a_job_redis_could_not_take_back_is_given_back_once_it_answers(rt):
     assert store.load(mine).state == "waiting"
     assert store.load(other).state == "running"  # not taken from its new holder
     assert rt.r.zrange(store.calling_key("alpha/a1"), 0, -1) == [other]
+
+
+def test_a_running_job_its_live_worker_forgot_waits_again(rt):
+    """A Redis crash (kill -9, appendfsync everysec) can lose a job's finish: it looks
+    "running" under a live worker that no longer runs it. The worker's lease lists the
+    jobs it really runs, so the sweep puts back the others (no crash counted)."""
+    import json
+
+    store = rt.store
+    batch, _ = store.create_batch([spec(f"j{i}", "fast", ["alpha/a1"]) for i in range(2)],
+                                  simulated=True, deadline_s=600)
+    for i in range(2):
+        jid = f"{batch}:{i}"
+        store.start(jid, "alpha/a1", "w", hand_out(rt, jid, "alpha/a1", "r"))
+    rt.r.set(lease_key(rt.namespace, "w"), json.dumps({"jobs": [f"{batch}:0"]}), px=60_000)
+    assert sweep(rt) == (0, 0, 0)  # just claimed: the next renewal may not list it yet
+    age(rt, store.calling_key("alpha/a1"), f"{batch}:1", 4.0)  # > 2 renewals + 1 s
+    age(rt, store.calling_key("alpha/a1"), f"{batch}:0", 4.0)
+    assert sweep(rt) == (0, 1, 0)
+    assert store.load(f"{batch}:1").state == "waiting"
+    assert store.load(f"{batch}:0").state == "running"  # listed: really running
+    assert rt.r.hget(store.job_key(f"{batch}:1"), "crashes") is None
+
+
+def test_a_lease_lists_the_jobs_its_process_runs(rt):
+    import json
+
+    lease = Lease(rt.r, rt.namespace, lease_s=2.0, renew_s=0.5)
+    lease.hold("b:1")
+    lease.hold("b:2")
+    lease.hold("b:2")  # two tasks of this process on one job id (a put-back re-claimed)
+    lease.drop("b:2")
+    lease.drop("b:1")
+    lease.renew()
+    try:
+        assert json.loads(rt.r.get(lease.key))["jobs"] == ["b:2"]
+    finally:
+        lease.stop()

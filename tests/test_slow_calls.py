@@ -11,7 +11,10 @@ def test_a_call_outliving_the_visibility_timeout_runs_once(tmp_path):
     cfg = write_config(tmp_path / "config",
                        {"alpha": provider(model("a1"), concurrency=4, timeout_s=30)},
                        {"fast": ["alpha/a1"]},
-                       {"routing": {"chain_max_jobs": 1}})
+                       {"routing": {"chain_max_jobs": 1},
+                        # the sweep checks a running job against its worker's lease after
+                        # 2 renewals + 1 s = 3 s: the calls outlive that too
+                        "reliability": {"lease_s": 3.0, "lease_renew_s": 1.0}})
     # every call takes 5-6 s; the broker redelivers unacknowledged messages after 2 s
     with Cluster(cfg, tmp_path, latency=(5.0, 6.0), visibility_timeout=2) as c:
         c.start_worker("--all")

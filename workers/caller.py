@@ -26,7 +26,7 @@ import redis
 
 from dispatcher.config.secrets import redact
 from workers import attempt, metrics
-from workers.liveness import holder_id
+from workers.liveness import lease_of
 from workers.providers.outcomes import (
     JobRejected,
     RateLimited,
@@ -111,6 +111,7 @@ class Caller:
         self._started = time.monotonic()
         self._me = ""
         self._target = ""
+        self._leased: list[str] = []
 
     def run(self, job_id: str, target_key: str, ticket: int | None = None) -> dict[str, Any]:
         """Serve the job, then the target's backlog; returns the first job's outcome.
@@ -120,7 +121,8 @@ class Caller:
         """
         store = self.rt.store
         self._started = time.monotonic()
-        self._me = holder_id(self.rt)
+        lease = lease_of(self.rt)
+        self._me = lease.id
         self._target = target_key
         first: dict[str, Any] | None = None
         job = None
@@ -130,6 +132,7 @@ class Caller:
                 state = job.state if job else "unknown"
                 return {"job": job_id, "status": "stale message", "state": state}
             self._holding = job_id
+            self._hold(lease, job_id)
             while True:
                 self._served += 1
                 out = self._serve(job_id, job, batch_status, target_key)
@@ -144,14 +147,24 @@ class Caller:
                 if job is None:
                     break
                 job_id = job.id
+                self._hold(lease, job_id)
         except BaseException as exc:
             self._put_back(job, exc)
             raise
         finally:
-            if self._holding:
-                store.release(self._holding, target_key, self.rt.sigs_with(target_key),
-                              self._me)
+            try:
+                if self._holding:
+                    store.release(self._holding, target_key, self.rt.sigs_with(target_key),
+                                  self._me)
+            finally:  # after the release: until then the job is this process's
+                for jid in self._leased:
+                    lease.drop(jid)
         return {**first, "served": self._served} if self._served > 1 else first
+
+    def _hold(self, lease, jid: str) -> None:
+        """List ``jid`` in this process's lease while this task runs it."""
+        lease.hold(jid)
+        self._leased.append(jid)
 
     def _carry(self, taken: tuple[Any, str | None]) -> None:
         """The job store handed this task the next job (or none: the slot was given back)."""

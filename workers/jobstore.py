@@ -497,7 +497,8 @@ class JobStore:
         ``rel`` is the reliability settings. A handed-out job waits ``lease_s`` for its call
         task after its pumping process is gone (the message is still in the queue), and at
         most ``handout_timeout_s`` in all (a lost message); a running job whose worker is
-        gone counts a crash. A job naming no holder (stored before leases) comes back after
+        gone counts a crash; one its live worker's lease no longer lists (a Redis crash lost
+        its finish) waits again. A job naming no holder (stored before leases) comes back after
         ``stale_s``. Returns (handed out, running, ended as poison) totals.
         """
         totals = [0, 0, 0]
@@ -505,7 +506,8 @@ class JobStore:
             got = self._sweep(keys=[self.queued_key(target), self.calling_key(target),
                                     self.wake_key],
                               args=[self.ns, rel.lease_s, rel.handout_timeout_s,
-                                    rel.max_crashes, self.retention_s, stale_s])
+                                    rel.max_crashes, self.retention_s, stale_s,
+                                    2 * rel.lease_renew_s + 1])
             totals = [a + int(b) for a, b in zip(totals, got, strict=True)]
         return totals[0], totals[1], totals[2]
 

@@ -50,8 +50,9 @@ class Lease:
         self.renew_s = renew_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": time.time()})
+        self._started = time.time()
+        self._held: dict[str, int] = {}
+        self._held_lock = threading.Lock()
 
     def start(self) -> Lease:
         self.renew()  # held before the first job names it
@@ -59,8 +60,26 @@ class Lease:
         self._thread.start()
         return self
 
+    def hold(self, jid: str) -> None:
+        """This process runs ``jid`` now (listed in the lease from its next renewal)."""
+        with self._held_lock:
+            self._held[jid] = self._held.get(jid, 0) + 1
+
+    def drop(self, jid: str) -> None:
+        with self._held_lock:
+            n = self._held.pop(jid, 0) - 1
+            if n > 0:
+                self._held[jid] = n
+
     def renew(self) -> None:
-        self.r.set(self.key, self._info, px=self.lease_ms)
+        """Renew, listing the jobs this process really runs: after a Redis crash lost a
+        finish, a job may look "running" under a live holder that forgot it; the sweep
+        puts back such a job once the lease, renewed since its claim, does not list it."""
+        with self._held_lock:
+            jobs = sorted(self._held)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": self._started,
+                "jobs": jobs}
+        self.r.set(self.key, json.dumps(info, separators=(",", ":")), px=self.lease_ms)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.renew_s):
@@ -85,6 +104,11 @@ _lock = threading.Lock()
 
 def holder_id(rt) -> str:
     """This process's lease id on ``rt``'s Redis and namespace, started on first use."""
+    return lease_of(rt).id
+
+
+def lease_of(rt) -> Lease:
+    """This process's lease on ``rt``'s Redis and namespace, started on first use."""
     key = (id(rt.r), rt.namespace)
     with _lock:
         lease = _leases.get(key)
@@ -93,7 +117,7 @@ def holder_id(rt) -> str:
             lease = Lease(rt.r, rt.namespace, rel.lease_s, rel.lease_renew_s,
                           after_renew=rt.store.retry_orphans).start()
             _leases[key] = lease
-        return lease.id
+        return lease
 
 
 @atexit.register

@@ -4,12 +4,28 @@
 -- ARGV[1] namespace, ARGV[2] grace: seconds a handed-out job may wait for its call task
 -- after its pumping process is gone, ARGV[3] hand-out timeout: seconds after which an
 -- unstarted hand-out is presumed lost whoever holds it, ARGV[4] max crashes,
--- ARGV[5] retention seconds, ARGV[6] stale seconds for a job naming no holder
+-- ARGV[5] retention seconds, ARGV[6] stale seconds for a job naming no holder,
+-- ARGV[7] seconds after its claim by which a live holder's lease lists a job it runs
 -- Returns {handed-out jobs put back, running jobs put back, jobs ended as poison}.
 local ns = ARGV[1]
 local now = now_s()
 local function alive(holder)
   return holder and redis.call('EXISTS', ns .. ':lease:' .. holder) == 1
+end
+-- The jobs a live holder says it runs (nil: a lease that lists none, so all of them).
+local listed = {}
+local function runs(holder, jid)
+  if listed[holder] == nil then
+    listed[holder] = false
+    local raw = redis.call('GET', ns .. ':lease:' .. holder)
+    local ok, info = pcall(cjson.decode, raw or '')
+    if ok and type(info) == 'table' and type(info.jobs) == 'table' then
+      local set = {}
+      for _, j in ipairs(info.jobs) do set[j] = true end
+      listed[holder] = set
+    end
+  end
+  return listed[holder] == false or listed[holder][jid] == true
 end
 local handed, running, poisoned = 0, 0, 0
 for _, e in ipairs({{KEYS[1], 'dispatched'}, {KEYS[2], 'running'}}) do
@@ -42,6 +58,12 @@ for _, e in ipairs({{KEYS[1], 'dispatched'}, {KEYS[2], 'running'}}) do
         local r = crashed(ns, jkey, jid, 'the worker serving it stopped (its lease lapsed)',
                           ARGV[4], ARGV[5], KEYS[3])
         if r == 2 then poisoned = poisoned + 1 else running = running + 1 end
+      elseif holder and age > tonumber(ARGV[7]) and not runs(holder, jid) then
+        -- its live holder forgot it (a Redis crash lost its finish or release)
+        redis.call('ZREM', KEYS[1], jid)
+        redis.call('ZREM', set, jid)
+        park_job(ns, jkey, jid, f[3], tonumber(f[4]) or 0, KEYS[3])
+        running = running + 1
       end
     end
   end
