@@ -18,9 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 
 from tests.cluster import Cluster  # noqa: E402
 from tests.kill_all import kill_all_config, run_kill_all  # noqa: E402

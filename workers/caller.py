@@ -175,8 +175,8 @@ class Caller:
         """The task fails with this job unfinished: it waits again (a chained job has no
         message to be redelivered) — unless it crashed ``max_crashes`` times: then it ends
         ``failed`` with ``internal_error``, never sent again forever. A worker stopping
-        (not an ``Exception``) is no fault of the job: it only waits again. When Redis
-        cannot take it back, the slot is kept, so the sweep finds the job later."""
+        (not an ``Exception``, or Redis going away) is no fault of the job: it only waits
+        again. When Redis cannot take it back, it is given back once Redis answers."""
         held = next((j for j in (self._next[0], job) if j is not None
                      and j.id == self._holding), None)
         if held is None:
@@ -185,7 +185,7 @@ class Caller:
             if isinstance(exc, Exception) and not isinstance(exc, redis.RedisError):
                 reason = redact(f"{type(exc).__name__}: {exc}")
                 ended = self.rt.store.crashed(
-                    held, reason, self.rt.config.settings.reliability.max_crashes)
+                    held, reason, self.rt.config.settings.reliability.max_crashes, self._me)
                 log.warning("job %s: its call crashed (%s); %s", held.id, reason,
                             "it ends failed (internal_error)" if ended == 2 else "it waits again")
             else:  # Redis went away, or the worker stops: no fault of the job

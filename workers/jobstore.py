@@ -352,13 +352,14 @@ class JobStore:
         return int(self._pipelined(
             [lambda pipe: self._finish_in(pipe, job, state, result, provider)], primary=1)[0]) == 1
 
-    def crashed(self, job: Job, reason: str, max_crashes: int) -> int:
+    def crashed(self, job: Job, reason: str, max_crashes: int, holder: str = "") -> int:
         """A call task failed with ``job`` unfinished (``reason``, already redacted): it
         waits again (1) or, after ``max_crashes`` crashes, ends ``failed`` with
-        ``internal_error`` (2); 0 if it had ended meanwhile."""
+        ``internal_error`` (2); 0 if it had ended meanwhile or ``holder`` no longer holds
+        it (swept and claimed by another worker)."""
         return int(self._crash(keys=[self.job_key(job.id), self.wake_key],
                                args=[self.ns, job.id, reason[:1000], max_crashes,
-                                     self.retention_s]))
+                                     self.retention_s, holder]))
 
     def finish_and_next(self, job: Job, result: dict[str, Any], provider: str, target: str,
                         first_sigs: list[str], wake_sigs: list[str],

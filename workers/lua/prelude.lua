@@ -64,11 +64,12 @@ local function end_job(ns, jkey, jid, state, result, provider, retention, attemp
 end
 
 -- A job's call crashed (reason): it waits again, or, the max_crashes-th time, ends
--- "failed" with internal_error. Returns 1 when put back, 2 when ended, 0 when it had
--- already ended.
-local function crashed(ns, jkey, jid, reason, max_crashes, retention, wake_key)
+-- "failed" with internal_error. holder: only while that process holds it ("": whoever).
+-- Returns 1 when put back, 2 when ended, 0 when it had ended or is held by another.
+local function crashed(ns, jkey, jid, reason, max_crashes, retention, wake_key, holder)
   local state = redis.call('HGET', jkey, 'state')
   if state == false or TERMINAL[state] then return 0 end
+  if holder ~= '' and redis.call('HGET', jkey, 'holder') ~= holder then return 0 end
   local n = redis.call('HINCRBY', jkey, 'crashes', 1)
   if n >= tonumber(max_crashes) then
     local target = redis.call('HGET', jkey, 'target') or ''

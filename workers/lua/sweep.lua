@@ -56,7 +56,7 @@ for _, e in ipairs({{KEYS[1], 'dispatched'}, {KEYS[2], 'running'}}) do
         redis.call('ZREM', KEYS[1], jid)  -- a handed-out job stays queued while it runs
         redis.call('ZREM', set, jid)
         local r = crashed(ns, jkey, jid, 'the worker serving it stopped (its lease lapsed)',
-                          ARGV[4], ARGV[5], KEYS[3])
+                          ARGV[4], ARGV[5], KEYS[3], '')
         if r == 2 then poisoned = poisoned + 1 else running = running + 1 end
       elseif holder and age > tonumber(ARGV[7]) and not runs(holder, jid) then
         -- its live holder forgot it (a Redis crash lost its finish or release)
