@@ -304,6 +304,9 @@ class ChaosRun:
             "faults_injected": int(totals.get("errors_injected", 0)),
             "upstream_ok": int(totals.get("ok", 0)),
             "over_limit": int(totals.get("over_limit", 0)),
+            "over_limit_by_limit": [
+                f"{m['provider']}/{m['model']} {m['limit']} {m['unit']}/{m['per']}: "
+                f"{m['over_limit']}" for m in stats["limits"] if m["over_limit"]],
             "duration_s": round(time.monotonic() - started, 1),
             "finished": done >= self.jobs,
         }
