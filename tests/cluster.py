@@ -95,8 +95,10 @@ class Cluster:
         stop_process_groups(self.procs)
         if self.sim is not None:
             self.sim.stop()
+        from workers.liveness import stop_all
         from workers.runtime import reset_runtime
 
+        stop_all()  # this process's leases (a submit hands jobs out), before the cleanup
         reset_runtime()
         os.environ.pop("DISPATCH_SIMULATOR_URL", None)
         for key in self.r.scan_iter(f"{self.namespace}*", count=1000):

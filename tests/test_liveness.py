@@ -12,7 +12,7 @@ import redis
 from dispatcher.batchfile import JobSpec
 from dispatcher.config import load_config
 from tests.cluster import TEST_REDIS_URL, model, provider, write_config
-from workers.liveness import Lease, lease_key
+from workers.liveness import Lease, lease_key, stop_all
 from workers.runtime import Runtime
 
 LEASE_S = 3.0
@@ -34,6 +34,7 @@ def rt(tmp_path):
     r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
     runtime = Runtime(cfg, r, "tl" + uuid.uuid4().hex[:8])
     yield runtime
+    stop_all()
     for key in r.scan_iter(f"{runtime.namespace}*", count=1000):
         r.delete(key)
 
@@ -266,10 +267,15 @@ def test_a_running_job_its_live_worker_forgot_waits_again(rt):
     for i in range(2):
         jid = f"{batch}:{i}"
         store.start(jid, "alpha/a1", "w", hand_out(rt, jid, "alpha/a1", "r"))
-    rt.r.set(lease_key(rt.namespace, "w"), json.dumps({"jobs": [f"{batch}:0"]}), px=60_000)
-    assert sweep(rt) == (0, 0, 0)  # just claimed: the next renewal may not list it yet
-    age(rt, store.calling_key("alpha/a1"), f"{batch}:1", 4.0)  # > 2 renewals + 1 s
-    age(rt, store.calling_key("alpha/a1"), f"{batch}:0", 4.0)
+    lease = json.dumps({"jobs": [f"{batch}:0"], "lease_ms": 60_000})
+    rt.r.set(lease_key(rt.namespace, "w"), lease, px=60_000)  # renewed just now
+    assert sweep(rt) == (0, 0, 0)  # claimed just now: the lease may not list it yet
+    rt.r.set(lease_key(rt.namespace, "w"), lease, px=58_000)  # its last renewal: 2 s ago
+    for i in range(2):  # claimed 0.5 s before that renewal: within the margin (1 period)
+        age(rt, store.calling_key("alpha/a1"), f"{batch}:{i}", 2.5)
+    assert sweep(rt) == (0, 0, 0)
+    for i in range(2):  # claimed 1.5 s before it: the renewal would have listed them
+        age(rt, store.calling_key("alpha/a1"), f"{batch}:{i}", 3.5)
     assert sweep(rt) == (0, 1, 0)
     assert store.load(f"{batch}:1").state == "waiting"
     assert store.load(f"{batch}:0").state == "running"  # listed: really running

@@ -508,7 +508,7 @@ class JobStore:
                                     self.wake_key],
                               args=[self.ns, rel.lease_s, rel.handout_timeout_s,
                                     rel.max_crashes, self.retention_s, stale_s,
-                                    2 * rel.lease_renew_s + 1])
+                                    rel.lease_renew_s])
             totals = [a + int(b) for a, b in zip(totals, got, strict=True)]
         return totals[0], totals[1], totals[2]
 

@@ -78,7 +78,7 @@ class Lease:
         with self._held_lock:
             jobs = sorted(self._held)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": self._started,
-                "jobs": jobs}
+                "lease_ms": self.lease_ms, "jobs": jobs}
         self.r.set(self.key, json.dumps(info, separators=(",", ":")), px=self.lease_ms)
 
     def _loop(self) -> None:

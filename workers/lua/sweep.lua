@@ -5,27 +5,32 @@
 -- after its pumping process is gone, ARGV[3] hand-out timeout: seconds after which an
 -- unstarted hand-out is presumed lost whoever holds it, ARGV[4] max crashes,
 -- ARGV[5] retention seconds, ARGV[6] stale seconds for a job naming no holder,
--- ARGV[7] seconds after its claim by which a live holder's lease lists a job it runs
+-- ARGV[7] margin: a job claimed this long before its live holder's last renewal must be
+-- listed in that lease (the process lists a job right after claiming it)
 -- Returns {handed-out jobs put back, running jobs put back, jobs ended as poison}.
 local ns = ARGV[1]
 local now = now_s()
 local function alive(holder)
   return holder and redis.call('EXISTS', ns .. ':lease:' .. holder) == 1
 end
--- The jobs a live holder says it runs (nil: a lease that lists none, so all of them).
+-- Whether a live holder may still run jid, claimed at claimed_at: its lease lists the jobs
+-- it ran at its last renewal, whose moment the key's remaining time tells (Redis' clock).
 local listed = {}
-local function runs(holder, jid)
+local function runs(holder, jid, claimed_at)
   if listed[holder] == nil then
-    listed[holder] = false
-    local raw = redis.call('GET', ns .. ':lease:' .. holder)
-    local ok, info = pcall(cjson.decode, raw or '')
-    if ok and type(info) == 'table' and type(info.jobs) == 'table' then
+    listed[holder] = false  -- a lease that lists nothing (older workers): it runs them all
+    local key = ns .. ':lease:' .. holder
+    local ok, info = pcall(cjson.decode, redis.call('GET', key) or '')
+    if ok and type(info) == 'table' and type(info.jobs) == 'table'
+       and tonumber(info.lease_ms) then
       local set = {}
       for _, j in ipairs(info.jobs) do set[j] = true end
-      listed[holder] = set
+      local renewed = now - (tonumber(info.lease_ms) - redis.call('PTTL', key)) / 1000
+      listed[holder] = {jobs = set, renewed = renewed}
     end
   end
-  return listed[holder] == false or listed[holder][jid] == true
+  local l = listed[holder]
+  return l == false or l.jobs[jid] == true or claimed_at > l.renewed - tonumber(ARGV[7])
 end
 local handed, running, poisoned = 0, 0, 0
 for _, e in ipairs({{KEYS[1], 'dispatched'}, {KEYS[2], 'running'}}) do
@@ -58,7 +63,7 @@ for _, e in ipairs({{KEYS[1], 'dispatched'}, {KEYS[2], 'running'}}) do
         local r = crashed(ns, jkey, jid, 'the worker serving it stopped (its lease lapsed)',
                           ARGV[4], ARGV[5], KEYS[3], '')
         if r == 2 then poisoned = poisoned + 1 else running = running + 1 end
-      elseif holder and age > tonumber(ARGV[7]) and not runs(holder, jid) then
+      elseif holder and not runs(holder, jid, now - age) then
         -- its live holder forgot it (a Redis crash lost its finish or release)
         redis.call('ZREM', KEYS[1], jid)
         redis.call('ZREM', set, jid)
