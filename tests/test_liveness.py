@@ -296,3 +296,27 @@ def test_a_lease_lists_the_jobs_its_process_runs(rt):
         assert json.loads(rt.r.get(lease.key))["jobs"] == ["b:2"]
     finally:
         lease.stop()
+
+
+def test_a_worker_holds_its_lease_from_its_start_and_gives_it_up_when_stopped(tmp_path):
+    import json
+
+    from dispatcher.local import stop_process_groups
+    from tests.cluster import Cluster
+
+    cfg = write_config(tmp_path / "config", {"alpha": provider(model("a1"))},
+                       {"fast": ["alpha/a1"]},
+                       {"reliability": {"lease_s": 3.0, "lease_renew_s": 1.0}})
+    with Cluster(cfg, tmp_path) as c:
+        proc = c.start_worker("--provider", "alpha")
+
+        def lease():
+            for key in c.r.scan_iter(f"{c.namespace}:lease:*"):
+                if json.loads(c.r.get(key) or "{}").get("pid") == proc.pid:
+                    return key
+            return None
+
+        key = c.wait_for(lease, timeout=60, what="the idle worker's lease")
+        assert 0 < c.r.pttl(key) <= 3000
+        stop_process_groups([proc])  # a clean stop gives the lease up at once
+        assert not c.r.exists(key)

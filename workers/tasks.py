@@ -111,4 +111,20 @@ class Releaser(bootsteps.StartStopStep):
         release_loop(get_runtime(), pumper(), self._stop)
 
 
+class Liveness(bootsteps.StartStopStep):
+    """Every worker process holds a heartbeat lease from its start (workers/liveness.py):
+    the jobs it takes name it, and ``dispatch run`` can tell that workers are up."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def start(self, worker) -> None:
+        from workers.liveness import holder_id
+
+        try:
+            holder_id(get_runtime())
+        except Exception as exc:  # Redis not up yet: the first job starts it instead
+            log.warning("liveness: lease not started yet (%s)", exc)
+
+
 app.steps["worker"].add(Releaser)
+app.steps["worker"].add(Liveness)
