@@ -19,7 +19,8 @@ from dispatcher.results import result_line, write_results
 from workers.jobstore import TERMINAL, split_job_id
 
 
-def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: str = "") -> str:
+def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: str = "",
+           batch_id: str | None = None) -> str:
     """Store the jobs, queue them, and move what can start now. Returns the batch id.
 
     The submitter hands the first jobs to idle targets itself (one hop less than asking a
@@ -32,7 +33,7 @@ def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: st
 
     rt = get_runtime()
     batch, sets = rt.store.create_batch(specs, simulated=simulated, deadline_s=deadline_s,
-                                        name=name)
+                                        name=name, batch_id=batch_id)
     pumper().known_active(batch)
     waiting = set()
     for sig, (tag, targets) in sets.items():

@@ -17,6 +17,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from dispatcher.waiting import StallWatch
+
 POLL_S = 0.25
 PLAIN_EVERY_S = 5.0
 WINDOW_S = 30.0
@@ -93,6 +95,7 @@ def follow_batch(rt, batch: str, console: Console,
     info = rt.store.batch(batch) or {}
     total = info.get("total", 0)
     recent = RecentRate()
+    stall = StallWatch(rt, batch)  # says why, once no job moved for a minute
     live = Live(console=console, auto_refresh=False, transient=False) \
         if console.is_terminal else None
     last_print = 0.0
@@ -113,6 +116,8 @@ def follow_batch(rt, batch: str, console: Console,
                     done, total, info.get("failed", 0), rate, eta, _providers(info)),
                     highlight=False, soft_wrap=True)
                 last_print = now
+            if note := stall.check(done):
+                console.print(note, highlight=False)
             if done >= total:
                 return True
             if dead_workers():

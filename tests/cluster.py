@@ -95,8 +95,10 @@ class Cluster:
         stop_process_groups(self.procs)
         if self.sim is not None:
             self.sim.stop()
+        from workers.liveness import stop_all
         from workers.runtime import reset_runtime
 
+        stop_all()  # this process's leases (a submit hands jobs out), before the cleanup
         reset_runtime()
         os.environ.pop("DISPATCH_SIMULATOR_URL", None)
         for key in self.r.scan_iter(f"{self.namespace}*", count=1000):
@@ -145,6 +147,19 @@ class Cluster:
                 return list(result_lines(batch))
             time.sleep(0.1)
         raise AssertionError(f"batch {batch} did not finish in {timeout}s: {self.batch(batch)}")
+
+    @staticmethod
+    def wait_for(probe, timeout: float = 60, what: str = "a condition", every: float = 0.1):
+        """Poll ``probe`` until it returns something truthy (returned) or fail after
+        ``timeout`` seconds: a condition, never a fixed sleep."""
+        end = time.monotonic() + timeout
+        while True:
+            got = probe()
+            if got:
+                return got
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(every)
 
     def stats(self) -> dict:
         return self.sim.stats()

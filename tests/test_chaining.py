@@ -66,7 +66,7 @@ def test_a_job_taken_by_a_call_task_is_never_handed_out_again(store):
     taken, _ = store.next_job("prev:0", "A", [sig], [])
     assert taken is not None and taken.id == job.id
     # the pump read the same head a moment before: its hand-out must now fail
-    assert store.handout(job, "A", store.wait_key(sig)) is False
+    assert store.handout(job, "A", store.wait_key(sig)) == 0
     assert store.r.zcard(store.queued_key("A")) == 0
     assert store.r.hget(store.job_key(job.id), "state") == "running"
 
@@ -75,10 +75,18 @@ def test_handout_moves_a_waiting_job_once(store):
     batch, (sig,) = store.create_batch([spec("j0", "fast", ["A"])], simulated=True,
                                        deadline_s=60)
     job = store.load(f"{batch}:0")
-    assert store.handout(job, "A", store.wait_key(sig)) is True
-    assert store.handout(job, "A", store.wait_key(sig)) is False
+    assert store.handout(job, "A", store.wait_key(sig)) == 1  # the hand-out's ticket
+    assert store.handout(job, "A", store.wait_key(sig)) == 0
     assert store.r.zrange(store.queued_key("A"), 0, -1) == [job.id]
     assert store.r.hget(store.job_key(job.id), "state") == "dispatched"
+
+
+def start(store, batch: str, sig: str):
+    """Hand job 0 out and start it as its call task would."""
+    ticket = store.handout(store.load(f"{batch}:0"), "A", store.wait_key(sig), "me")
+    got = store.start(f"{batch}:0", "A", "me", ticket)
+    assert got[2], "the call task of the latest hand-out claims its job"
+    return got
 
 
 def call_task_results(log: str, batch: str) -> list[dict]:
@@ -94,6 +102,10 @@ def call_task_results(log: str, batch: str) -> list[dict]:
     return out
 
 
+def _all_logged(tasks: list[dict], n: int) -> list[dict] | None:
+    return tasks if sum(t.get("served", 1) for t in tasks) >= n else None
+
+
 @pytest.mark.parametrize("chain_max_jobs", [100, 1])
 def test_backlog_is_served_by_chained_call_tasks_exactly_once(tmp_path, chain_max_jobs):
     cfg = write_config(tmp_path / "config", {"alpha": provider(model("a1"), concurrency=2)},
@@ -107,7 +119,10 @@ def test_backlog_is_served_by_chained_call_tasks_exactly_once(tmp_path, chain_ma
         assert [r["custom_id"] for r in results] == [f"j{i}" for i in range(40)]
         assert all(r["response"]["status_code"] == 200 for r in results)
         assert c.stats()["totals"]["ok"] == 40  # no job was called twice
-        tasks = call_task_results(c.log("w0"), batch)
+        # A call task logs its return value AFTER its last job's result is stored: wait for
+        # the log lines (reading them at once lost a 20-job chain's line: "20 == 40").
+        tasks = c.wait_for(lambda: _all_logged(call_task_results(c.log("w0"), batch), 40),
+                           timeout=30, what="every call task's 'succeeded' log line")
         # each call's usage rides with its job's result: counted once per call, none lost
         day = load_usage(c.r, c.namespace, [utc_day()], simulated=True)[utc_day()]
         assert (day["alpha/a1"].requests, day["alpha/a1"].ok) == (40, 40)
@@ -125,10 +140,11 @@ def test_a_script_redis_knows_runs_once_when_the_other_was_lost(store):
     finish is retried alone; the next job is taken once, not twice."""
     batch, (sig,) = store.create_batch([spec(f"j{i}", "fast", ["A"]) for i in range(3)],
                                        simulated=True, deadline_s=60)
-    job, _ = store.start(f"{batch}:0", "A")
+    job, _, _ = start(store, batch, sig)
     store.r.script_flush()
     store.r.script_load(store._next.script)  # as another process's next_job would
-    nxt, _ = store.finish_and_next(job, {"ok": True}, "A", "A", [sig], [], take=True)
+    nxt, _ = store.finish_and_next(job, {"ok": True}, "A", "A", [sig], [], take=True,
+                                   holder="me")
     assert store.load(job.id).state == "completed"
     assert nxt is not None and nxt.custom_id == "j1"
     assert store.r.zrange(store.calling_key("A"), 0, -1) == [nxt.id]  # one slot, one job
@@ -138,9 +154,10 @@ def test_a_script_redis_knows_runs_once_when_the_other_was_lost(store):
 def test_finish_and_next_survive_a_lost_script_cache(store):
     batch, (sig,) = store.create_batch([spec("j0", "fast", ["A"]), spec("j1", "fast", ["A"])],
                                        simulated=True, deadline_s=60)
-    job, _ = store.start(f"{batch}:0", "A")
+    job, _, _ = start(store, batch, sig)
     store.r.script_flush()  # as after a Redis restart
-    nxt, status = store.finish_and_next(job, {"ok": True}, "A", "A", [sig], [], take=True)
+    nxt, status = store.finish_and_next(job, {"ok": True}, "A", "A", [sig], [], take=True,
+                                        holder="me")
     assert store.load(job.id).state == "completed"
     assert nxt is not None and nxt.custom_id == "j1" and status == "in_progress"
     assert int(store.batch(batch)["completed"]) == 1  # finished once, not twice
@@ -187,17 +204,20 @@ def test_a_call_task_that_fails_mid_chain_puts_its_job_back(tmp_path, monkeypatc
                 raise RuntimeError("worker bug")
             served.append(job.id)
             self._carry(self.rt.store.finish_and_next(
-                job, {"ok": True}, "alpha", target_key, [sig], [sig], take=True))
+                job, {"ok": True}, "alpha", target_key, [sig], [sig], take=True,
+                holder=self._me))
             return {"job": job.id, "status": "completed"}
 
         monkeypatch.setattr(Caller, "_run", run)
-        r.zrem(rt.store.wait_key(sig), f"{batch}:0")  # as the pump hands it out
+        ticket = rt.store.handout(rt.store.load(f"{batch}:0"), "alpha/a1",
+                                  rt.store.wait_key(sig), "pump")  # as the pump does
         with pytest.raises(RuntimeError):
-            Caller(rt).run(f"{batch}:0", "alpha/a1")
+            Caller(rt).run(f"{batch}:0", "alpha/a1", ticket)
         crashed = rt.store.load(f"{batch}:1")
         assert crashed.state == "waiting"  # back in line, not stranded as "running"
         assert r.zrange(rt.store.wait_key(sig), 0, -1) == [f"{batch}:1", f"{batch}:2"]
         assert r.zcard(rt.store.calling_key("alpha/a1")) == 0
+        assert r.hget(rt.store.job_key(f"{batch}:1"), "crashes") == "1"
     finally:
         for key in r.scan_iter(f"{rt.namespace}*", count=1000):
             r.delete(key)

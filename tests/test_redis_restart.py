@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import redis
 
 from dispatcher.local import stop_process_groups
+from tests.chaos import OwnRedis
 from tests.cluster import ROOT, job_line, model, provider, write_config
-
-PORT = 6421
-
-
-def start_redis(data: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(PORT), "--bind", "127.0.0.1", "--dir", str(data),
-         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-         "--maxmemory-policy", "noeviction"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    r = redis.Redis(port=PORT)
-    for _ in range(100):
-        with contextlib.suppress(redis.ConnectionError):
-            if r.ping():
-                return proc
-        time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
@@ -41,9 +22,8 @@ def test_batch_finishes_exactly_once_across_a_redis_restart(tmp_path):
     from dispatcher.config import load_config
     from workers.simulator import Simulator
 
-    data = tmp_path / "redis"
-    data.mkdir()
-    server = start_redis(data)
+    server = OwnRedis(tmp_path / "redis")  # a spare port: other suites may run at once
+    server.start()
     cfg = write_config(tmp_path / "config",
                        {"alpha": provider(model("a1", limits=[
                            {"unit": "requests", "limit": 8, "per": "second"}]))},
@@ -51,7 +31,7 @@ def test_batch_finishes_exactly_once_across_a_redis_restart(tmp_path):
                        {"routing": {"preference_delay_s": 1.0, "horizon_s": 1.0}})
     sim = Simulator(load_config(cfg, simulate=True), latency=(0.05, 0.15)).start()
     ns = "rr" + uuid.uuid4().hex[:6]
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{PORT}/0", "DISPATCH_NAMESPACE": ns,
+    env = {**os.environ, "REDIS_URL": server.url, "DISPATCH_NAMESPACE": ns,
            "DISPATCH_CONFIG": str(cfg), "DISPATCH_SIMULATOR_URL": sim.url,
            "DISPATCH_VISIBILITY_TIMEOUT": "10"}
     log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115 - the worker owns it
@@ -66,16 +46,13 @@ def test_batch_finishes_exactly_once_across_a_redis_restart(tmp_path):
                              timeout=60)
         assert sub.returncode == 0, sub.stderr
         batch = sub.stdout.strip()
-        r = redis.Redis(port=PORT, decode_responses=True)
+        r = redis.Redis(port=server.port, decode_responses=True)
         key = f"{ns}:b:{{{batch}}}"
         deadline = time.monotonic() + 30
         while int(r.hget(key, "completed") or 0) < 10 and time.monotonic() < deadline:
             time.sleep(0.05)
-        r.shutdown()  # a graceful restart: AOF flushed, connections dropped
-        server.wait(timeout=10)
-        time.sleep(1.0)
-        server = start_redis(data)
-        r = redis.Redis(port=PORT, decode_responses=True)
+        server.restart()  # SHUTDOWN: a graceful restart, AOF flushed, connections dropped
+        r = redis.Redis(port=server.port, decode_responses=True)
         assert int(r.hget(key, "completed") or 0) < 60, "finished before the restart"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -92,5 +69,4 @@ def test_batch_finishes_exactly_once_across_a_redis_restart(tmp_path):
     finally:
         stop_process_groups([worker])
         sim.stop()
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()

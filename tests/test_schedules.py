@@ -171,6 +171,31 @@ def test_a_tick_submits_once_and_a_bad_batch_submits_nothing(tmp_path, caplog):
         assert status["last_status"] == "invalid" and "line 2" in status["last_error"]
 
 
+def test_a_tick_whose_run_died_after_submitting_makes_one_batch(tmp_path):
+    """The worker died between submitting the batch and recording the tick; the broker
+    redelivers the same message: the tick's batch id is derived from (schedule, tick) and
+    created at most once, so the redelivery finds it instead of submitting a second."""
+    cfg = sched_config(tmp_path, {"inline": {"cron": "0 * * * *", "jobs": [INLINE_JOB]}})
+    with Cluster(cfg, tmp_path) as c:
+        from workers.schedules import run_schedule, tick_batch_id
+
+        def run() -> dict:
+            return run_schedule.apply(args=["inline"], kwargs={"tick": 1_000_020,
+                                                              "simulated": True},
+                                      task_id="tick-msg").get()
+
+        first = run()
+        assert first["batch"] == tick_batch_id(c.namespace, "inline", 1_000_020)
+        c.r.set(f"{c.namespace}:tick:inline:1000020", "pending:tick-msg")  # never recorded
+        again = run()
+        assert again["batch"] == first["batch"]
+        assert len(scheduled_batches(c, "inline")) == 1
+        from workers.runtime import get_runtime
+
+        info = get_runtime().store.batch(first["batch"]) or {}
+        assert info["total"] == 1  # its jobs were written once
+
+
 def test_sync_creates_updates_and_deletes_redbeat_entries(tmp_path):
     from celery import current_app
 

@@ -26,6 +26,7 @@ import redis
 
 from dispatcher.config.secrets import redact
 from workers import attempt, metrics
+from workers.liveness import lease_of
 from workers.providers.images import ImageInlineError
 from workers.providers.outcomes import (
     JobRejected,
@@ -110,15 +111,30 @@ class Caller:
         self._next: tuple[Any, str | None] = (None, None)
         self._served = 0
         self._started = time.monotonic()
+        self._me = ""
+        self._target = ""
+        self._leased: list[str] = []
 
-    def run(self, job_id: str, target_key: str) -> dict[str, Any]:
-        """Serve the job, then the target's backlog; returns the first job's outcome."""
+    def run(self, job_id: str, target_key: str, ticket: int | None = None) -> dict[str, Any]:
+        """Serve the job, then the target's backlog; returns the first job's outcome.
+
+        A message that is not the job's latest hand-out (redelivered after the job was put
+        back, re-claimed or served) does nothing: see ``start.lua``.
+        """
         store = self.rt.store
-        self._holding, self._started = job_id, time.monotonic()
+        self._started = time.monotonic()
+        lease = lease_of(self.rt)
+        self._me = lease.id
+        self._target = target_key
         first: dict[str, Any] | None = None
         job = None
         try:
-            job, batch_status = store.start(job_id, target_key)
+            job, batch_status, claimed = store.start(job_id, target_key, self._me, ticket)
+            if not claimed:
+                state = job.state if job else "unknown"
+                return {"job": job_id, "status": "stale message", "state": state}
+            self._holding = job_id
+            self._hold(lease, job_id)
             while True:
                 self._served += 1
                 out = self._serve(job_id, job, batch_status, target_key)
@@ -127,37 +143,59 @@ class Caller:
                         and self._may_chain()):
                     self._carry(store.next_job(self._holding, target_key,
                                                self.rt.sigs_first(target_key),
-                                               self.rt.sigs_with(target_key)))
+                                               self.rt.sigs_with(target_key), holder=self._me))
                 job, batch_status = self._next
                 self._next = (None, None)
                 if job is None:
                     break
                 job_id = job.id
-        except BaseException:
-            self._put_back(job)
+                self._hold(lease, job_id)
+        except BaseException as exc:
+            self._put_back(job, exc)
             raise
         finally:
-            if self._holding:
-                store.release(self._holding, target_key, self.rt.sigs_with(target_key))
+            try:
+                if self._holding:
+                    store.release(self._holding, target_key, self.rt.sigs_with(target_key),
+                                  self._me)
+            finally:  # after the release: until then the job is this process's
+                for jid in self._leased:
+                    lease.drop(jid)
         return {**first, "served": self._served} if self._served > 1 else first
+
+    def _hold(self, lease, jid: str) -> None:
+        """List ``jid`` in this process's lease while this task runs it."""
+        lease.hold(jid)
+        self._leased.append(jid)
 
     def _carry(self, taken: tuple[Any, str | None]) -> None:
         """The job store handed this task the next job (or none: the slot was given back)."""
         self._next = taken
         self._holding = taken[0].id if taken[0] else None
 
-    def _put_back(self, job) -> None:
+    def _put_back(self, job, exc: BaseException) -> None:
         """The task fails with this job unfinished: it waits again (a chained job has no
-        message to be redelivered). When Redis cannot take it back, the slot is kept, so
-        the job store's sweep finds the job later; never stranded."""
+        message to be redelivered) — unless it crashed ``max_crashes`` times: then it ends
+        ``failed`` with ``internal_error``, never sent again forever. A worker stopping
+        (not an ``Exception``, or Redis going away) is no fault of the job: it only waits
+        again. When Redis cannot take it back, it is given back once Redis answers."""
         held = next((j for j in (self._next[0], job) if j is not None
                      and j.id == self._holding), None)
         if held is None:
             return
         try:
-            self.rt.store.park(held)
-        except redis.RedisError as exc:
-            log.warning("job %s: could not put it back (%s); the sweep will", held.id, exc)
+            if isinstance(exc, Exception) and not isinstance(exc, redis.RedisError):
+                reason = redact(f"{type(exc).__name__}: {exc}")
+                ended = self.rt.store.crashed(
+                    held, reason, self.rt.config.settings.reliability.max_crashes, self._me)
+                log.warning("job %s: its call crashed (%s); %s", held.id, reason,
+                            "it ends failed (internal_error)" if ended == 2 else "it waits again")
+            else:  # Redis went away, or the worker stops: no fault of the job
+                self.rt.store.park(held, self._me)
+        except redis.RedisError as exc2:
+            log.warning("job %s: could not put it back (%s); it is, once Redis answers",
+                        held.id, exc2)
+            self.rt.store.put_back_later(held, self._target, self._me)
             self._holding = None
 
     def _may_chain(self) -> bool:
@@ -275,7 +313,8 @@ class Caller:
             job, result, target_key.split("/", 1)[0], target_key,
             self.rt.sigs_first(target_key), self.rt.sigs_with(target_key),
             take=self._may_chain(),
-            also=usage_writer(self.rt, target_key, outcome.usage, job.simulated)))
+            also=usage_writer(self.rt, target_key, outcome.usage, job.simulated),
+            holder=self._me))
         return {"job": job.id, "status": "completed", "target": target_key}
 
     def _fail_with(self, job, outcome: Any, latency: float | None, target_key: str) -> dict:

@@ -11,6 +11,9 @@ Layout (``ns`` is the deployment's namespace; a batch's keys share a hash tag):
 - ``ns:waitsets``             hash: SIG -> {"tag", "targets"}
 - ``ns:wake``                 list: signatures whose waiting set may move now
 - ``ns:queued:T`` / ``ns:calling:T``  zsets: jobs handed to target T's provider queue / in a call
+- ``ns:lease:ID``             a live worker process's heartbeat (workers/liveness.py); a
+                              job's ``holder`` field names the lease of whoever holds it
+- ``ns:deadlines``            zset: batches by the time their deadline is (next) enforced
 
     >>> store = JobStore(redis_client(), "dispatch")           # doctest: +SKIP
     >>> batch_id = store.create_batch(specs, simulated=True, deadline_s=3600)  # doctest: +SKIP
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -111,7 +115,13 @@ class JobStore:
         self._next = script("next")
         self._start = script("start")
         self._heads = script("heads")
+        self._sweep = script("sweep")
+        self._crash = script("crash")
+        self._release_script = script("release")
+        self._expire = script("expire")
         self._constants: dict[str, tuple[bool, float]] = {}
+        self._orphans: list[tuple[Job, str, str]] = []
+        self._orphans_lock = threading.Lock()
 
     # -- keys ---------------------------------------------------------------
     def batch_key(self, batch: str) -> str:
@@ -132,6 +142,10 @@ class JobStore:
         return f"{self.ns}:wake"
 
     @property
+    def deadlines_key(self) -> str:
+        return f"{self.ns}:deadlines"
+
+    @property
     def waitsets_key(self) -> str:
         return f"{self.ns}:waitsets"
 
@@ -150,13 +164,24 @@ class JobStore:
         deadline_s: float,
         name: str = "",
         chunk: int = 2000,
+        batch_id: str | None = None,
     ) -> tuple[str, dict[str, tuple[str, list[str]]]]:
         """Store a validated batch (``JobSpec``-like objects) and queue every job.
 
         Returns the batch id and the waiting sets that received jobs (signature -> tag and
-        targets).
+        targets). With ``batch_id`` (a cron tick's, derived from schedule and tick) the
+        batch is created at most once: all of it in one transaction, only if no batch of
+        that id exists (``WATCH``); otherwise nothing is written and no set is returned.
         """
-        batch = "batch_" + uuid.uuid4().hex[:20]
+        batch = batch_id or "batch_" + uuid.uuid4().hex[:20]
+        pipe = self.r.pipeline(transaction=batch_id is not None)
+        if batch_id is not None:
+            pipe.watch(self.batch_key(batch))
+            if pipe.exists(self.batch_key(batch)):
+                pipe.reset()
+                return batch, {}
+            pipe.multi()
+            chunk = 1 << 62  # one transaction: all of the batch or none of it
         seq = int(self.r.incr(f"{self.ns}:batchseq"))
         now = time.time()
         deadline = now + deadline_s
@@ -165,7 +190,6 @@ class JobStore:
         # The batch's constants first (a pipeline keeps its order): a router may pick up its
         # first jobs before the last chunk is written; ``total`` comes last, so the batch
         # cannot look finished early.
-        pipe = self.r.pipeline(transaction=False)
         pipe.hset(self.batch_key(batch), mapping={
             "completed": 0, "failed": 0, "status": "in_progress", "created": now,
             "deadline": deadline, "simulated": int(simulated), "name": name,
@@ -202,8 +226,12 @@ class JobStore:
             "total": total, "tags": json.dumps(sorted({t for t, _ in sigs.values()}))})
         pipe.expire(self.batch_key(batch), ttl)
         pipe.zadd(f"{self.ns}:batches", {batch: now})
+        pipe.zadd(self.deadlines_key, {batch: deadline})
         pipe.hmget(self.batch_key(batch), "completed", "failed")
-        completed, failed = pipe.execute()[-1]
+        try:
+            completed, failed = pipe.execute()[-1]
+        except redis.WatchError:  # another run of the same tick created it meanwhile
+            return batch, {}
         if int(completed or 0) + int(failed or 0) >= total:  # it all ended before ``total``
             self.r.hset(self.batch_key(batch), mapping={"status": "completed", "ended": now})
         return batch, sigs
@@ -229,15 +257,17 @@ class JobStore:
             i += 2 + n
         return out
 
-    def start(self, jid: str, target: str) -> tuple[Job | None, str | None]:
-        """A call task starts: the job (claimed for ``target`` unless it already ended)
-        and its batch's status, in one round trip."""
+    def start(self, jid: str, target: str, holder: str = "",
+              ticket: int | str | None = None) -> tuple[Job | None, str | None, bool]:
+        """A call task starts: the job, its batch's status and whether this task claimed
+        it for ``target`` (only the message of the job's latest hand-out does, see
+        ``start.lua``), in one round trip."""
         batch = split_job_id(jid)[0]
-        status, simulated, deadline, *flat = self._start(
+        status, simulated, deadline, claimed, *flat = self._start(
             keys=[self.job_key(jid), self.batch_key(batch), self.calling_key(target)],
-            args=[jid, target, self.ns])
+            args=[jid, target, holder, "" if ticket is None else str(ticket)])
         self._remember(batch, simulated, deadline)
-        return self._job(jid, _pairs(flat)), status or None
+        return self._job(jid, _pairs(flat)), status or None, claimed == "1"
 
     def _job(self, jid: str, h: dict[str, str]) -> Job | None:
         if not h:
@@ -310,34 +340,31 @@ class JobStore:
     def mark(self, jid: str, **fields: Any) -> None:
         self.r.hset(self.job_key(jid), mapping=fields)
 
-    def release(self, jid: str, target: str, sigs: list[str]) -> None:
-        """A call task is over: its target has room again; wake the sets it may serve."""
-        pipe = self.r.pipeline(transaction=False)
-        self._release(pipe, jid, target, sigs)
-        pipe.execute()
+    def release(self, jid: str, target: str, sigs: list[str], holder: str = "") -> None:
+        """A call task is over: its target has room again (unless the job was swept and
+        someone else holds it now); wake the sets it may serve."""
+        self._release_script(keys=[self.queued_key(target), self.calling_key(target),
+                                   self.wake_key, self.job_key(jid)],
+                             args=[jid, holder, *sigs])
 
-    def _release(self, pipe: Any, jid: str, target: str, sigs: list[str]) -> None:
-        pipe.zrem(self.queued_key(target), jid)
-        pipe.zrem(self.calling_key(target), jid)
-        if sigs:
-            pipe.rpush(self.wake_key, *sigs)
-            pipe.ltrim(self.wake_key, -1000, -1)
+    def finish(self, job: Job, state: str, result: dict[str, Any], provider: str = "") -> bool:
+        """End the job exactly once; a second finish (a redelivered message) changes nothing."""
+        return int(self._pipelined(
+            [lambda pipe: self._finish_in(pipe, job, state, result, provider)], primary=1)[0]) == 1
 
-    def finish(self, job: Job, state: str, result: dict[str, Any], provider: str = "",
-               release: tuple[str, list[str]] | None = None) -> bool:
-        """End the job exactly once; a second finish (a redelivered message) changes nothing.
-
-        ``release=(target, sigs)`` also does :meth:`release` in the same round trip.
-        """
-        ops = [lambda pipe: self._finish_in(pipe, job, state, result, provider)]
-        if release:
-            ops.append(lambda pipe: self._release(pipe, job.id, *release))
-        return int(self._pipelined(ops, primary=1)[0]) == 1
+    def crashed(self, job: Job, reason: str, max_crashes: int, holder: str = "") -> int:
+        """A call task failed with ``job`` unfinished (``reason``, already redacted): it
+        waits again (1) or, after ``max_crashes`` crashes, ends ``failed`` with
+        ``internal_error`` (2); 0 if it had ended meanwhile or ``holder`` no longer holds
+        it (swept and claimed by another worker)."""
+        return int(self._crash(keys=[self.job_key(job.id), self.wake_key],
+                               args=[self.ns, job.id, reason[:1000], max_crashes,
+                                     self.retention_s, holder]))
 
     def finish_and_next(self, job: Job, result: dict[str, Any], provider: str, target: str,
                         first_sigs: list[str], wake_sigs: list[str],
                         take: bool, also: Callable[[Any], None] | None = None,
-                        ) -> tuple[Job | None, str | None]:
+                        holder: str = "") -> tuple[Job | None, str | None]:
         """Complete ``job`` and, with ``take``, go on with ``target``'s backlog in one trip.
 
         Returns the next job (already running on ``target``, its slot carried over) and its
@@ -347,28 +374,29 @@ class JobStore:
         """
         ops = [lambda pipe: self._finish_in(pipe, job, "completed", result, provider),
                lambda pipe: self._script_in(pipe, self._next, *self._next_args(
-                   job.id, target, first_sigs, wake_sigs, take))]
+                   job.id, target, first_sigs, wake_sigs, take, holder))]
         if also:
             ops.append(also)
         return self._taken(self._pipelined(ops, primary=2)[1])
 
     def next_job(self, prev: str, target: str, first_sigs: list[str], wake_sigs: list[str],
-                 take: bool = True) -> tuple[Job | None, str | None]:
+                 take: bool = True, holder: str = "") -> tuple[Job | None, str | None]:
         """Like :meth:`finish_and_next` for a job that was already ended."""
-        keys, args = self._next_args(prev, target, first_sigs, wake_sigs, take)
+        keys, args = self._next_args(prev, target, first_sigs, wake_sigs, take, holder)
         return self._taken(self._next(keys=keys, args=args))
 
     def _next_args(self, prev: str, target: str, first_sigs: list[str], wake_sigs: list[str],
-                   take: bool) -> tuple[list[str], list[str]]:
+                   take: bool, holder: str) -> tuple[list[str], list[str]]:
         keys = [self.calling_key(target), self.queued_key(target), self.wake_key,
                 *(self.wait_key(s) for s in first_sigs)]
-        return keys, [prev, target, self.ns, "1" if take and first_sigs else "0", *wake_sigs]
+        return keys, [prev, target, self.ns, "1" if take and first_sigs else "0", holder,
+                      *wake_sigs]
 
     def _finish_in(self, pipe: Any, job: Job, state: str, result: dict[str, Any],
                    provider: str) -> None:
         self._script_in(pipe, self._finish, [self.job_key(job.id), self.batch_key(job.batch)],
                         [state, json.dumps(result, separators=(",", ":")), provider,
-                         self.retention_s, self.done_key(job.batch), job.attempts])
+                         self.retention_s, self.ns, job.attempts, job.id])
 
     @staticmethod
     def _script_in(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
@@ -418,41 +446,95 @@ class JobStore:
         jid, status, *flat = reply
         return self._job(jid, _pairs(flat)), status or None
 
-    def handout(self, job: Job, target: str, wait_key: str) -> bool:
-        """Move a waiting job to ``target``'s queued set; False if another taker had it."""
-        return bool(self._handout(keys=[wait_key, self.queued_key(target), self.job_key(job.id)],
-                                  args=[job.id, target]))
+    def handout(self, job: Job, target: str, wait_key: str, holder: str = "") -> int:
+        """Move a waiting job to ``target``'s queued set, held by ``holder`` until a call
+        task claims it; returns the hand-out's ticket for the message, 0 if another taker
+        had it."""
+        return int(self._handout(keys=[wait_key, self.queued_key(target), self.job_key(job.id)],
+                                 args=[job.id, target, holder]))
 
-    def park(self, job: Job) -> bool:
-        """Put a job back among those waiting for its remaining targets (keeps its place)."""
+    def park(self, job: Job, holder: str = "") -> bool:
+        """Put a job back among those waiting for its remaining targets (keeps its place);
+        with ``holder``, only while that process still holds it."""
         targets = job.remaining_targets
         sig = waitset_sig(job.tag, targets)
         self.r.hsetnx(self.waitsets_key, sig, json.dumps({"tag": job.tag, "targets": targets}))
         return bool(
             self._park(
                 keys=[self.job_key(job.id), self.wait_key(sig), self.wake_key],
-                args=[job.id, sig, json.dumps(job.excluded), job.score],
+                args=[job.id, sig, json.dumps(job.excluded), job.score, self.ns, holder],
             )
         )
 
-    def sweep(self, targets: Iterable[str], older_than_s: float) -> int:
-        """Put back jobs handed to a worker that never finished them (it died).
+    def put_back_later(self, job: Job, target: str, holder: str) -> None:
+        """Redis did not answer when a call task had to give ``job`` back: remember it, so
+        :meth:`retry_orphans` does once Redis answers again. The process's lease stays
+        alive meanwhile, so no sweep would: without this the job would stay "running"."""
+        with self._orphans_lock:
+            self._orphans.append((job, target, holder))
 
-        The broker redelivers such messages after its visibility timeout, but a worker
-        killed between popping a message and recording it as unacknowledged loses it; this
-        is the job store's own guarantee. A job that was in fact still alive only costs a
-        second attempt: its result is written once.
+    def retry_orphans(self) -> int:
+        """Give back the jobs :meth:`put_back_later` kept (the lease thread calls this after
+        each renewal); returns how many are still kept."""
+        with self._orphans_lock:
+            pending, self._orphans = self._orphans, []
+        kept = []
+        for job, target, holder in pending:
+            try:
+                self.park(job, holder)
+                self.release(job.id, target, [], holder)
+            except redis.RedisError:
+                kept.append((job, target, holder))
+        if kept:
+            with self._orphans_lock:
+                self._orphans.extend(kept)
+        elif pending:
+            log.info("job store: %d job(s) given back after Redis answered again", len(pending))
+        return len(kept)
+
+    def sweep(self, targets: Iterable[str], rel: Any, stale_s: float) -> tuple[int, int, int]:
+        """Put back the jobs of every target whose holder's lease lapsed (see ``sweep.lua``).
+
+        ``rel`` is the reliability settings. A handed-out job waits ``lease_s`` for its call
+        task after its pumping process is gone (the message is still in the queue), and at
+        most ``handout_timeout_s`` in all (a lost message); a running job whose worker is
+        gone counts a crash; one its live worker's lease no longer lists (a Redis crash lost
+        its finish) waits again. A job naming no holder (stored before leases) comes back after
+        ``stale_s``. Returns (handed out, running, ended as poison) totals.
         """
-        cutoff = time.time() - older_than_s
-        parked = 0
+        totals = [0, 0, 0]
         for target in targets:
-            for key in (self.queued_key(target), self.calling_key(target)):
-                for jid in self.r.zrangebyscore(key, "-inf", cutoff):
-                    self.r.zrem(key, jid)
-                    job = self.load(jid)
-                    if job and not job.ended and job.state in ("dispatched", "running"):
-                        parked += self.park(job)
-        return parked
+            got = self._sweep(keys=[self.queued_key(target), self.calling_key(target),
+                                    self.wake_key],
+                              args=[self.ns, rel.lease_s, rel.handout_timeout_s,
+                                    rel.max_crashes, self.retention_s, stale_s,
+                                    rel.lease_renew_s])
+            totals = [a + int(b) for a, b in zip(totals, got, strict=True)]
+        return totals[0], totals[1], totals[2]
+
+    def expire_due(self, recheck_s: float = 30.0, chunk: int = 1000) -> int:
+        """End ``expired`` every waiting job of the batches whose deadline passed, wherever
+        it waits (not only at a set's head). A batch still running is looked at again
+        ``recheck_s`` later (a job put back after the pass); an ended one is forgotten."""
+        now = time.time()
+        ended = 0
+        result = json.dumps({"error": {"code": "expired", "message":
+                                       "the batch deadline passed before a target took it"}})
+        for batch in self.r.zrangebyscore(self.deadlines_key, "-inf", now, start=0, num=100):
+            status, total = self.r.hmget(self.batch_key(batch), "status", "total")
+            if status != "in_progress":
+                self.r.zrem(self.deadlines_key, batch)
+                continue
+            for first in range(0, int(total or 0), chunk):
+                ended += int(self._expire(
+                    keys=[self.batch_key(batch)],
+                    args=[self.ns, batch, first, min(int(total), first + chunk), result,
+                          self.retention_s]))
+            if self.batch_status(batch) == "in_progress":
+                self.r.zadd(self.deadlines_key, {batch: now + recheck_s})
+            else:
+                self.r.zrem(self.deadlines_key, batch)
+        return ended
 
     def waitsets(self) -> dict[str, tuple[str, list[str]]]:
         return {

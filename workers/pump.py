@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatcher.routing import choose_target
+from workers.liveness import holder_id
 from workers.quota.limits import charge_scale
 
 log = logging.getLogger("dispatch.pump")
@@ -28,11 +29,8 @@ HEADS_PER_READ = 16
 
 
 def stale_after_s() -> float:
-    """How long a handed-out job may stay silent before its worker is presumed dead.
-
-    A call task holds its message at most the visibility timeout (after which the broker
-    would redeliver it anyway); a little more, and the job store sweeps the job back.
-    """
+    """How long a held job naming no holder (stored before worker leases) may stay silent
+    before its worker is presumed dead: the visibility timeout, plus a little."""
     from workers.celery_app import visibility_timeout
 
     vt = visibility_timeout()
@@ -51,7 +49,7 @@ def spacing_s(target, cost) -> float:
 class Pumper:
     """Dispatches the heads of waiting sets; one pumper per process, used by many threads."""
 
-    def __init__(self, runtime, publish: Callable[[Any, str], None]):
+    def __init__(self, runtime, publish: Callable[[Any, str, int], None]):
         self.rt = runtime
         self.publish = publish
         self._status: dict[str, tuple[float, bool]] = {}
@@ -204,9 +202,11 @@ class Pumper:
         """Hand the job to ``target`` and publish its call task.
 
         The hand-out is atomic: a call task going on with its target's backlog may have
-        taken this head meanwhile, and then nothing is published. A crash between the
-        hand-out and the publish leaves the job in the target's queued set with no message:
-        the job store's sweep puts it back after the stale delay; nothing is lost.
+        taken this head meanwhile, and then nothing is published. The job is held by this
+        process's lease until a call task claims it: a crash between the hand-out and the
+        publish leaves it in the queued set with no message, and the sweep puts it back
+        once this process's lease lapsed (or after ``handout_timeout_s``); nothing is lost.
         """
-        if self.rt.store.handout(job, target, wait_key):
-            self.publish(job, target)
+        ticket = self.rt.store.handout(job, target, wait_key, holder_id(self.rt))
+        if ticket:
+            self.publish(job, target, ticket)

@@ -21,6 +21,7 @@ not change that frame. :class:`ZonedCrontab` overrides ``tz`` per entry, and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -290,6 +291,13 @@ def schedule_jobs(cfg: Any, name: str) -> list[Any]:
     return parse_batch(lines, cfg)
 
 
+def tick_batch_id(ns: str, name: str, tick: int) -> str:
+    """The batch id of one schedule tick: the same for every run of the tick, so a run that
+    died after submitting (before recording the tick) and its redelivery make ONE batch."""
+    digest = hashlib.sha1(f"{ns}\0{name}\0{tick}".encode()).hexdigest()[:20]
+    return f"batch_{digest}"
+
+
 def _status_key(ns: str, name: str) -> str:
     return f"{ns}:schedule:{name}"
 
@@ -356,7 +364,8 @@ def run_schedule(self: Any, name: str, tick: int | None = None,
 
     deadline = min(DEFAULT_DEADLINE_S, max(MIN_DEADLINE_S, period))
     batch = submit(specs, simulated=simulated, deadline_s=deadline,
-                   name=f"schedule:{name}@{when}")
+                   name=f"schedule:{name}@{when}",
+                   batch_id=tick_batch_id(rt.namespace, name, tick) if tick is not None else None)
     if tick_key:
         rt.r.set(tick_key, batch, keepttl=True)
     rt.r.hset(status_key, mapping={"last_tick": when, "last_status": "submitted",

@@ -22,10 +22,13 @@ from workers.runtime import get_runtime
 log = logging.getLogger("dispatch.tasks")
 
 
-def publish_call(job, target: str) -> None:
-    """Hand a job to its target's provider queue; Flower sees ids, never the prompt."""
+def publish_call(job, target: str, ticket: int | None = None) -> None:
+    """Hand a job to its target's provider queue; Flower sees ids, never the prompt.
+
+    ``ticket`` names the hand-out: only the message of a job's latest hand-out may start it.
+    """
     call.apply_async(
-        args=[job.id, target],
+        args=[job.id, target, ticket],
         queue=provider_queue(target.split("/", 1)[0]),
         argsrepr=f"(target={target}, tag={job.tag}, custom_id={job.custom_id}, "
         f"batch={job.batch})",
@@ -71,9 +74,9 @@ def pump(sig: str) -> dict:
 
 
 @app.task(name="dispatch.call", ignore_result=True)
-def call(job_id: str, target: str) -> dict:
+def call(job_id: str, target: str, ticket: int | None = None) -> dict:
     """Take quota for one job on one target, call it, and record what happened."""
-    return Caller(get_runtime()).run(job_id, target)
+    return Caller(get_runtime()).run(job_id, target, ticket)
 
 
 class Releaser(bootsteps.StartStopStep):
@@ -108,5 +111,21 @@ class Releaser(bootsteps.StartStopStep):
         release_loop(get_runtime(), pumper(), self._stop)
 
 
+class Liveness(bootsteps.StartStopStep):
+    """Every worker process holds a heartbeat lease from its start (workers/liveness.py):
+    the jobs it takes name it, and ``dispatch run`` can tell that workers are up."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def start(self, worker) -> None:
+        from workers.liveness import holder_id
+
+        try:
+            holder_id(get_runtime())
+        except Exception as exc:  # Redis not up yet: the first job starts it instead
+            log.warning("liveness: lease not started yet (%s)", exc)
+
+
 app.steps["worker"].add(Releaser)
+app.steps["worker"].add(Liveness)
 import workers.catalog_watch  # noqa: E402,F401 - the periodic catalog check: task, bootstep, metric

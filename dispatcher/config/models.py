@@ -283,6 +283,29 @@ class CatalogSettings(Strict):
     """Largest http(s) image inlined as a data URI for a data-URI-only model."""
 
 
+class ReliabilitySettings(Strict):
+    """Worker liveness and crash handling (workers/liveness.py, the job store's sweep)."""
+
+    lease_s: Annotated[float, Field(gt=0)] = 12.0
+    """A worker process whose heartbeat lease is this old is dead: its jobs wait again."""
+    lease_renew_s: Annotated[float, Field(gt=0)] = 3.0
+    """How often a live worker renews its lease (well under ``lease_s``)."""
+    handout_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """A job handed to a provider queue that no call task started within this long is
+    handed out again (its message was lost); the old message then does nothing."""
+    max_crashes: Annotated[int, Field(ge=1)] = 3
+    """A job whose call task crashed (or whose worker died under it) this many times ends
+    ``failed`` with ``internal_error`` instead of being sent again forever."""
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> ReliabilitySettings:
+        if self.lease_renew_s * 2 > self.lease_s:
+            raise ValueError(f"lease_renew_s ({self.lease_renew_s}) must be at most half of "
+                             f"lease_s ({self.lease_s}): one late renewal must not kill a "
+                             "live worker")
+        return self
+
+
 class Settings(Strict):
     """``settings.yaml`` (optional): operational settings, documented in the README."""
 
@@ -291,5 +314,6 @@ class Settings(Strict):
     quota: QuotaSettings = QuotaSettings()
     jobs: JobSettings = JobSettings()
     catalog: CatalogSettings = CatalogSettings()
+    reliability: ReliabilitySettings = ReliabilitySettings()
     prices: dict[str, Price] = {}
     """Paid-equivalent list prices by target (``provider/model``) for ``dispatch report``."""
