@@ -15,7 +15,8 @@ from dispatcher.results import result_line, write_results
 from workers.jobstore import split_job_id
 
 
-def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: str = "") -> str:
+def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: str = "",
+           priority: str = "normal") -> str:
     """Store the jobs, queue them, and move what can start now. Returns the batch id.
 
     The submitter hands the first jobs to idle targets itself (one hop less than asking a
@@ -28,7 +29,8 @@ def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: st
 
     rt = get_runtime()
     batch, sets = rt.store.create_batch(specs, simulated=simulated, deadline_s=deadline_s,
-                                        name=name)
+                                        name=name, priority=priority,
+                                        weights=rt.config.settings.priorities)
     pumper().known_active(batch)
     waiting = set()
     for sig, (tag, targets) in sets.items():

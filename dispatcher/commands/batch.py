@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dispatcher.cli_support import fail, load_or_exit, read_batch_or_exit, require_redis
+from dispatcher.cli_support import err, fail, load_or_exit, read_batch_or_exit, require_redis
 
 
 def _when(ts: str | float | None) -> str:
@@ -34,17 +34,22 @@ def register(app: typer.Typer) -> None:
         simulate: bool = typer.Option(False, "--simulate",
                                       help="Jobs go to the simulator the cluster knows."),
         config: str = typer.Option(None, "--config"),
+        priority: str = typer.Option("normal", "--priority", help="high, normal or low."),
     ) -> None:
         """Enqueue a batch to a running cluster and print its id."""
-        from dispatcher.commands.run import parse_duration
+        from dispatcher.commands.run import check_priority, parse_duration
 
+        check_priority(priority)
         cfg = load_or_exit(config, simulate=simulate)
         require_redis()
         specs = read_batch_or_exit(input_path, cfg)
         from dispatcher.batches import submit as do_submit
+        from dispatcher.forecast_state import submit_line
 
+        if line := submit_line(cfg, specs, simulate, priority):
+            err.print(line, highlight=False)
         print(do_submit(specs, simulated=simulate, deadline_s=parse_duration(deadline),
-                        name=str(input_path)))
+                        name=str(input_path), priority=priority))
 
     @app.command()
     def status(
@@ -54,8 +59,12 @@ def register(app: typer.Typer) -> None:
         """A batch's counts, or the most recent batches."""
         rt = _runtime(config)
         ids = [batch] if batch else rt.store.batches(20)
+        from dispatcher.forecast_state import status_etas
+
+        etas = {b: t for b, t in status_etas(rt).items() if b in ids}
         table = Table()
-        for col in ("batch", "status", "total", "completed", "failed", "created", "by provider"):
+        for col in ("batch", "status", "total", "completed", "failed", "created", "by provider",
+                    *(("eta",) if etas else ())):
             table.add_column(col)
         for b in ids:
             info = rt.store.batch(b)
@@ -63,7 +72,8 @@ def register(app: typer.Typer) -> None:
                 fail(f"no batch {b!r}")
             table.add_row(b, info.get("status", "?"), str(info["total"]),
                           str(info["completed"]), str(info["failed"]), _when(info.get("created")),
-                          " ".join(f"{p}={n}" for p, n in sorted(info["providers"].items())))
+                          " ".join(f"{p}={n}" for p, n in sorted(info["providers"].items())),
+                          *((_when(etas.get(b)),) if etas else ()))
         Console().print(table)
 
     @app.command()

@@ -49,24 +49,36 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Exit 3 if any job failed."),
         resume: str = typer.Option(None, "--resume", help="Continue an interrupted batch."),
         config: str = typer.Option(None, "--config", help="Configuration directory."),
+        priority: str = typer.Option("normal", "--priority", help="high, normal or low."),
     ) -> None:
         """Run a batch to the end and write one result line per input line."""
         if workers not in ("local", "external"):
             fail("--workers must be 'local' or 'external'")
         if input_path is None and not resume:
             fail("give IN.jsonl (or --resume BATCH)")
+        check_priority(priority)
         cfg = load_or_exit(config, simulate=simulate)
         deadline_s = parse_duration(deadline)
         specs = read_batch_or_exit(input_path, cfg) if input_path is not None else []
         if workers == "external" and not os.environ.get("REDIS_URL"):
             fail("--workers external needs REDIS_URL (the cluster's Redis)")
         code = _run(cfg, specs, output, simulate, workers, deadline_s, strict, resume,
-                    input_path)
+                    input_path, priority)
         raise typer.Exit(code)
 
 
+def check_priority(priority: str) -> str:
+    """``--priority`` of run and submit: exit 2 naming the allowed values."""
+    from workers.priority import PRIORITIES
+
+    if priority not in PRIORITIES:
+        fail(f"--priority {priority!r}: expected one of {', '.join(PRIORITIES)}")
+    return priority
+
+
 def _run(cfg, specs, output: Path, simulate: bool, workers: str, deadline_s: float,
-         strict: bool, resume: str | None, input_path: Path | None) -> int:
+         strict: bool, resume: str | None, input_path: Path | None,
+         priority: str = "normal") -> int:
     from redis import RedisError
 
     from dispatcher.batches import submit, write_batch_results
@@ -91,8 +103,12 @@ def _run(cfg, specs, output: Path, simulate: bool, workers: str, deadline_s: flo
             stack.start_worker("worker-all", ["worker", "--all", "--loglevel", "warning",
                                               "--config", str(cfg.directory)])
         if batch is None:
+            from dispatcher.forecast_state import submit_line
+
+            if line := submit_line(cfg, specs, simulate, priority):
+                out.print(line, highlight=False)
             batch = submit(specs, simulated=simulate, deadline_s=deadline_s,
-                           name=str(input_path or ""))
+                           name=str(input_path or ""), priority=priority)
         out.print(f"batch [bold]{batch}[/]: {len(specs) or '?'} jobs queued")
         finished = follow_batch(rt, batch, out, stack.dead_workers)
         if not finished:

@@ -16,11 +16,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import lru_cache
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta, tzinfo
 
-from dispatcher.config.models import Limit, Per, Unit
+from dispatcher.config.models import Limit, Per, Unit, zone
 from workers.quota.costs import NEURON_SCALE
 
 US = 1_000_000
@@ -81,12 +79,11 @@ class Period:
         return self.start <= epoch < self.end
 
 
-@lru_cache(maxsize=64)
-def _zone(tz: str) -> ZoneInfo:
-    return ZoneInfo(tz)
+def _zone(tz: str) -> tzinfo:
+    return zone(tz)  # an IANA name or a fixed offset ("+05:47"), cached there
 
 
-def _local_midnight(tz: ZoneInfo, year: int, month: int, day: int) -> int:
+def _local_midnight(tz: tzinfo, year: int, month: int, day: int) -> int:
     # fold=0 maps a midnight skipped by DST to the first instant that exists that day
     # and an ambiguous midnight to its first occurrence: both are where the day starts.
     return int(datetime(year, month, day, tzinfo=tz).timestamp())
