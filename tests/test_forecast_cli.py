@@ -130,6 +130,9 @@ def test_bad_input_is_refused_with_exit_2(world):
     assert out.exit_code == 2 and "high, normal, low" in out.stderr
     out = _plan(cfg_dir, batch, "--deadline", "soon")
     assert out.exit_code == 2 and "--deadline" in out.stderr
+    for cmd in (["submit", str(batch)], ["run", str(batch), "-o", str(bad)]):
+        out = CliRunner().invoke(app, [*cmd, "--priority", "top", "--config", str(cfg_dir)])
+        assert out.exit_code == 2 and "high, normal, low" in out.stderr
 
 
 def test_submit_prints_a_forecast_and_status_shows_the_eta(tmp_path):

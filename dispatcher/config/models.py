@@ -242,6 +242,7 @@ class Schedule(Strict):
     batch: str | None = None
     jobs: list[dict] | None = None
     enabled: bool = True
+    priority: Literal["high", "normal", "low"] = "normal"
 
     @field_validator("cron")
     @classmethod
