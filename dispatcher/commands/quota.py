@@ -67,6 +67,9 @@ def build_view(engine: QuotaEngine) -> Group:
     table.add_column("used", justify="right", no_wrap=True)
     table.add_column("remaining", justify="right", no_wrap=True)
     table.add_column("resets", no_wrap=True)
+    reserves = any(s.reserved for s in states)
+    if reserves:
+        table.add_column("reserve", no_wrap=True)  # kept for interactive requests
     last = None
     for s in states:
         if last is not None and s.provider != last:
@@ -80,6 +83,7 @@ def build_view(engine: QuotaEngine) -> Group:
             Text(_num(s.used), style=style),
             Text(_num(s.remaining), style=style),
             _resets(s, now),
+            *((f"{_num(s.reserved)} interactive" if s.reserved else "",) if reserves else ()),
         )
         last = s.provider
     lines: list[Text | Table] = [table]

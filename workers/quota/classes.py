@@ -23,19 +23,22 @@ INTERACTIVE = "interactive"
 CLASSES = (BATCH, INTERACTIVE)
 
 
+def check_class(klass: str) -> str:
+    """The class, or ValueError naming the known ones."""
+    if klass not in CLASSES:
+        raise ValueError(f"reservation class {klass!r}: expected one of {', '.join(CLASSES)}")
+    return klass
+
+
 def class_cap(cap: int, limit: Limit, klass: str) -> int:
     """The part of ``cap`` (the limit in charged units) a reservation of ``klass`` may use.
 
     The batch share is rounded down: a reserve is never smaller than asked."""
-    if klass not in CLASSES:
-        raise ValueError(f"reservation class {klass!r}: expected one of {', '.join(CLASSES)}")
-    if limit.reserve is None or klass == INTERACTIVE:
+    if check_class(klass) == INTERACTIVE or limit.reserve is None:
         return cap
-    return math.floor(cap * (1 - limit.reserve.share))
+    return math.floor(cap * (1 - limit.reserve.share) + 1e-9)  # 0.7 * 1000 is 699.999...
 
 
-def reserved_units(limit: Limit) -> float:
+def reserved_units(limit: Limit) -> int:
     """How many of the limit's own units are kept for interactive use (0 without a reserve)."""
-    if limit.reserve is None:
-        return 0
-    return limit.limit - math.floor(limit.limit * (1 - limit.reserve.share))
+    return limit.limit - class_cap(limit.limit, limit, BATCH)
