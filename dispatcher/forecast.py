@@ -6,8 +6,9 @@ jobs forward the way the service will run them, one start at a time:
 
 - every limit of every target (rolling windows with the quota engine's timing margin,
   day/month counters reset at midnight in the provider's time zone, provider-wide limits
-  shared by the provider's models), each charged the same cost estimate the workers
-  reserve, with the batch share of any reserve;
+  shared by the provider's models): a job starts when the cost estimate the workers
+  reserve fits (with the batch share of any reserve), and the limit keeps what such calls
+  reported lately (the reconciled usage), or the estimate when there is no history;
 - each target's concurrency, a slot held ``latency_s`` per call;
 - the routing rule itself (:func:`dispatcher.routing.choose_target`): the preferred target
   if it is free within the preference delay, else the one free soonest — so a spent day
@@ -94,12 +95,17 @@ class World:
 @dataclass(frozen=True)
 class SimJob:
     """One job: its score in its waiting set, its targets (preference order) and its cost
-    on each (``None``: that target can never take it)."""
+    on each (``None``: that target can never take it).
+
+    ``costs`` is what a worker reserves (the upper-bound estimate: it must fit); ``charges``
+    what the limits keep once the call is reconciled with the upstream's ``usage``
+    (default: the estimate). Tokens and neurons only: requests are what they are."""
 
     score: float
     targets: tuple[str, ...]
     costs: tuple[Cost | None, ...]
     batch: str = NEW
+    charges: tuple[Cost | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,8 @@ class Forecast:
     ahead: int = 0
     """Backlog jobs served before the planned batch's last job."""
     binding: list[tuple[str, float]] = field(default_factory=list)
-    """Limits (or "concurrency") that held the batch's jobs back, with the seconds they
-    added, most binding first."""
+    """Limits (or "concurrency") that paced the queue until the batch's last start (the
+    backlog ahead included), with the seconds they added, most binding first."""
     resets: list[ResetWait] = field(default_factory=list)
     """Calendar resets the batch waits for, in time order."""
     batch_finish: dict[str, float] = field(default_factory=dict)
@@ -309,18 +315,19 @@ def simulate(world: World, jobs: Sequence[SimJob]) -> Forecast:
             break
         start, _score, idx, cause = best.pick  # type: ignore[misc]
         job = best.jobs[best.pos]
-        target, cost = job.targets[idx], job.costs[idx]
+        target = job.targets[idx]
+        cost = (job.charges or job.costs)[idx]
         assert cost is not None
         changed = frozenset({world.targets[target].provider}) if start <= sim.now else None
         sim.now = max(sim.now, start)
         sim.charge(target, cost, sim.now)
         end = sim.now + world.latency_s
         batch_finish[job.batch] = max(batch_finish.get(job.batch, end), end)
+        if cause is not None and sim.now > last_event and len(finishes) < planned:
+            binding[cause] += sim.now - last_event  # what paces the queue up to our end
         if job.batch == NEW:
             served[target] += 1
             finishes.append(end)
-            if cause is not None and sim.now > last_event:
-                binding[cause] += sim.now - last_event
             rule = calendar_rules.get(cause or "")
             if rule is not None and _is_reset(rule, sim.now) and \
                     not any(r[0] is rule and r[1] == sim.now for r in resets):
@@ -396,6 +403,8 @@ def summary(f: Forecast, deadline: float | None = None, tz: tzinfo | None = None
     parts.append(f"done about {clock(f.finish_at, f.now, tz)} "
                  f"(in {_span(f.finish_at - f.now)})")
     text = "; ".join(parts)
+    if f.ahead:
+        text += f"; {f.ahead:,} queued jobs go first"
     if f.binding:
         text += f"; bound by {f.binding[0][0]}"
     if f.never:

@@ -23,7 +23,7 @@ from dispatcher.forecast import NEW, Forecast, LimitRule, SimJob, TargetRule, Wo
 from workers.jobstore import fair_score, split_job_id
 from workers.priority import share
 from workers.quota.classes import BATCH, class_cap
-from workers.quota.costs import Cost, estimate_cost
+from workers.quota.costs import Cost, estimate_cost, max_tokens_sent, neurons_milli
 from workers.quota.limits import US, charge_scale, key_prefix, limit_specs, member_cost, window_us
 
 log = logging.getLogger("dispatch.forecast")
@@ -60,25 +60,57 @@ def rules(cfg: Config) -> tuple[dict[str, LimitRule], dict[str, TargetRule]]:
     return limits, targets
 
 
-def costs(body: dict[str, Any], targets: Sequence[str], cfg: Config) -> tuple[Cost | None, ...]:
-    """The reservation each target would make for this body (None: unknown target)."""
-    out: list[Cost | None] = []
+def costs(body: dict[str, Any], targets: Sequence[str], cfg: Config,
+          typical_out: dict[str, float] | None = None,
+          ) -> tuple[tuple[Cost | None, ...], tuple[Cost | None, ...]]:
+    """What each target would reserve for this body (None: unknown target), and what it
+    would keep after reconcile: the estimate with its output part cut to the completion
+    tokens the target typically reported (``typical_out``; the estimate when unknown)."""
+    q, jobs = cfg.settings.quota, cfg.settings.jobs
+    est: list[Cost | None] = []
+    kept: list[Cost | None] = []
     for ref in targets:
         try:
             t: Target = cfg.target(ref)
         except (KeyError, ValueError):
-            out.append(None)
+            est.append(None)
+            kept.append(None)
             continue
-        out.append(estimate_cost(body, t.model, cfg.settings.quota, cfg.settings.jobs))
-    return tuple(out)
+        cost = estimate_cost(body, t.model, q, jobs)
+        est.append(cost)
+        avg = (typical_out or {}).get(ref)
+        out = max_tokens_sent(body, t.model, jobs)
+        if avg is None or avg >= out:
+            kept.append(cost)
+            continue
+        prompt, reply = cost.tokens - out, math.ceil(avg)
+        kept.append(Cost(cost.requests, prompt + reply, neurons_milli(t.model, prompt, reply)))
+    return tuple(est), tuple(kept)
 
 
-def planned_jobs(specs: Sequence[Any], cfg: Config, priority: str, seq: int) -> list[SimJob]:
+def planned_jobs(specs: Sequence[Any], cfg: Config, priority: str, seq: int,
+                 typical_out: dict[str, float] | None = None) -> list[SimJob]:
     """The batch to plan, scored as ``create_batch`` will score it."""
     s = share(priority, cfg.settings.priorities)
-    return [SimJob(fair_score(i, seq, s), tuple(spec.targets),
-                   costs(spec.body, spec.targets, cfg), NEW)
-            for i, spec in enumerate(specs)]
+    out = []
+    for i, spec in enumerate(specs):
+        est, kept = costs(spec.body, spec.targets, cfg, typical_out)
+        out.append(SimJob(fair_score(i, seq, s), tuple(spec.targets), est, NEW, kept))
+    return out
+
+
+def typical_output(r: Any, namespace: str, simulated: bool, days: int = 2,
+                   min_calls: int = 3) -> dict[str, float]:
+    """Completion tokens per answered call, per target, over the last ``days`` UTC days
+    (``dispatch report``'s usage records); targets with fewer than ``min_calls`` are left
+    out (their estimate stands)."""
+    from workers.usage import Usage, days_back, load_usage
+
+    total: dict[str, Usage] = {}
+    for per_target in load_usage(r, namespace, days_back(days), simulated).values():
+        for target, u in per_target.items():
+            total.setdefault(target, Usage()).add(u)
+    return {t: u.completion_tokens / u.ok for t, u in total.items() if u.ok >= min_calls}
 
 
 def _mean_cost(samples: list[Cost | None]) -> Cost | None:
@@ -89,7 +121,8 @@ def _mean_cost(samples: list[Cost | None]) -> Cost | None:
                 math.ceil(sum(c.milli_neurons for c in got) / len(got)))
 
 
-def backlog(r: Any, namespace: str, cfg: Config, simulated: bool) -> list[SimJob]:
+def backlog(r: Any, namespace: str, cfg: Config, simulated: bool,
+            typical_out: dict[str, float] | None = None) -> list[SimJob]:
     """The jobs waiting now (of the same mode: live or simulated), with their scores; each
     set's cost per target is the mean over a sample of its jobs' bodies."""
     from workers.jobstore import JobStore
@@ -115,13 +148,17 @@ def backlog(r: Any, namespace: str, cfg: Config, simulated: bool) -> list[SimJob
         pipe = r.pipeline(transaction=False)
         for m, _ in members[::step][:SAMPLE_PER_SET]:
             pipe.hget(store.job_key(m), "body")
-        per_target: list[list[Cost | None]] = [[] for _ in targets]
+        est: list[list[Cost | None]] = [[] for _ in targets]
+        kept: list[list[Cost | None]] = [[] for _ in targets]
         for raw in pipe.execute():
             if raw:
-                for i, c in enumerate(costs(json.loads(raw), targets, cfg)):
-                    per_target[i].append(c)
-        typical = tuple(_mean_cost(c) for c in per_target)
-        jobs += [SimJob(score, tuple(targets), typical, split_job_id(m)[0])
+                e, k = costs(json.loads(raw), targets, cfg, typical_out)
+                for i in range(len(targets)):
+                    est[i].append(e[i])
+                    kept[i].append(k[i])
+        mean_est = tuple(_mean_cost(c) for c in est)
+        mean_kept = tuple(_mean_cost(c) for c in kept)
+        jobs += [SimJob(score, tuple(targets), mean_est, split_job_id(m)[0], mean_kept)
                  for m, score in members]
     return jobs
 
@@ -208,8 +245,9 @@ def plan(cfg: Config, specs: Sequence[Any], simulated: bool, priority: str,
     if r is None:
         return simulate(empty_world(cfg), planned_jobs(specs, cfg, priority, 1))
     world = world_from_redis(r, namespace, cfg, simulated)
-    jobs = backlog(r, namespace, cfg, simulated)
-    jobs += planned_jobs(specs, cfg, priority, next_seq(r, namespace))
+    typical = typical_output(r, namespace, simulated)
+    jobs = backlog(r, namespace, cfg, simulated, typical)
+    jobs += planned_jobs(specs, cfg, priority, next_seq(r, namespace), typical)
     return simulate(world, jobs)
 
 
@@ -219,7 +257,7 @@ def etas(r: Any, namespace: str, cfg: Config) -> dict[str, float]:
     out: dict[str, float] = {}
     for simulated in (False, True):
         mode = replace(cfg, simulate=simulated)  # simulated: every provider is enabled
-        jobs = backlog(r, namespace, mode, simulated)
+        jobs = backlog(r, namespace, mode, simulated, typical_output(r, namespace, simulated))
         if jobs:
             out.update(simulate(world_from_redis(r, namespace, mode, simulated),
                                 jobs).batch_finish)

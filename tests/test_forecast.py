@@ -190,3 +190,18 @@ def test_fixed_utc_offsets_are_time_zones(tmp_path):
     assert calendar_period(Per.day, "UTC-03:00", NOON).start == NOON - 9 * 3600
     with pytest.raises(ConfigError, match="unknown time zone"):
         _cfg(tmp_path, a_limits=[], tz="+25:00")
+
+
+def test_token_limits_keep_the_reported_usage_not_the_estimate(tmp_path):
+    cfg = _cfg(tmp_path, a_limits=[{"unit": "tokens", "limit": 2000, "per": "minute"}])
+    specs = parse_batch([job_line(f"j{i}", "fast", max_tokens=200) for i in range(60)], cfg)
+    pessimist = simulate(empty_world(cfg, NOON), planned_jobs(specs, cfg, "normal", 1))
+    learned = planned_jobs(specs, cfg, "normal", 1, typical_out={"a/m": 32.0})
+    f = simulate(empty_world(cfg, NOON), learned)
+    est, kept = learned[0].costs[0], learned[0].charges[0]
+    assert kept.tokens == est.tokens - 200 + 32
+    # A job starts only when its whole estimate fits, but the window keeps what was used.
+    first_window = (2000 - est.tokens) // kept.tokens + 1
+    assert f.done_by(NOON + 30) == first_window
+    assert pessimist.done_by(NOON + 30) == 2000 // est.tokens
+    assert f.finish_at < pessimist.finish_at
