@@ -12,6 +12,8 @@ Three scenarios, each a real batch on the simulator served by a real `dispatch w
   falls back to a second target at 20 requests/minute.
 - ``behind``: a low-priority batch submitted behind a normal one of 50 jobs, one target
   at 40 requests/minute.
+- ``reserve`` (not a forecast): a batch stops at a day limit's reserve and interactive
+  requests still get through (``run_reserve``).
 - ``tokens``: a tokens/minute limit where jobs ask for ``max_tokens`` 300 but replies are
   32 tokens: a job starts when its estimate fits, the window keeps what was used; the
   forecast learns the typical reply from the usage records of 5 earlier jobs.
@@ -199,9 +201,68 @@ def _wait(rt: Any, batches: list[str], timeout: float = 200) -> dict[str, float]
     return ends
 
 
+def run_reserve(latency: float, workdir: Path) -> dict[str, Any]:
+    """A day limit of 40 requests keeping 25 % for interactive use: a 40-job batch must stop
+    at 30, and 10 interactive requests (reserved with class "interactive", then sent to
+    the simulator, which enforces the whole limit) must still get through; an 11th not."""
+    import httpx
+
+    from dispatcher.batches import cancel, submit
+    from dispatcher.batchfile import parse_batch
+    from dispatcher.config import load_config
+    from workers.quota.costs import Cost
+    from workers.runtime import get_runtime
+
+    limits = [_rpm(60), {**_rpd(40), "reserve": {"share": 0.25, "for": "interactive"}}]
+    cfg_dir = write_config_dir(workdir / "reserve", {
+        "providers": {"providers": {"a": _provider(limits)}},
+        "routes": {"routes": {"fast": ["a/m"]}},
+        "settings": {"forecast": {"latency_s": latency}}})
+    cfg = load_config(cfg_dir, simulate=True)
+    ns = new_namespace("fc-reserve")
+    sim, _ = start_simulator(cfg_dir, (latency, latency))
+    try:
+        use_namespace(ns, cfg_dir, sim.url)
+        rt = get_runtime()
+        with Workers(cfg_dir, ns, sim.url, tag="forecast-reserve") as workers:
+            workers.start("all", "--all")
+            workers.wait_ready(rclient())
+            specs = parse_batch([job_line(f"r{k}", "fast") for k in range(40)], cfg)
+            bid = submit(specs, simulated=True, deadline_s=900)
+            end = time.monotonic() + 60
+            while (rt.store.batch(bid) or {}).get("completed", 0) < 30 and \
+                    time.monotonic() < end:
+                time.sleep(0.05)
+            time.sleep(3.0)  # long enough for any 31st job to have gone (none may)
+            batch_done = rt.store.batch(bid)["completed"]
+            engine, target = rt.quota(True), cfg.target("a/m")
+            answered, refused = 0, None
+            for i in range(11):
+                res = engine.reserve(target, Cost(1, 64), klass="interactive")
+                if not res.granted:
+                    refused = i + 1
+                    break
+                reply = httpx.post(f"{sim.url}/a/v1/chat/completions", timeout=30,
+                                   headers={"Authorization": "Bearer simulated"}, json={
+                    "model": "m", "max_tokens": 16,
+                    "messages": [{"role": "user", "content": f"interactive {i}"}]})
+                answered += reply.status_code == 200
+            cancel(bid)
+            stats = sim.stats()
+    finally:
+        sim.stop()
+        r = rclient()
+        for key in r.scan_iter(f"{ns}*", count=1000):
+            r.delete(key)
+    return {"batch_jobs": 40, "batch_served": batch_done, "interactive_answered": answered,
+            "interactive_refused_at": refused,
+            "upstream_answered": stats["targets"]["a/m"]["ok"],
+            "over_limit": stats["totals"].get("over_limit", 0)}
+
+
 def main() -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="reset,fallback,behind,tokens")
+    ap.add_argument("--only", default="reset,fallback,behind,tokens,reserve")
     ap.add_argument("--latency", type=float, default=0.2,
                     help="simulator latency (s), also the forecast's latency_s")
     args = ap.parse_args()
@@ -209,7 +270,10 @@ def main() -> list[dict[str, Any]]:
     print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-forecast-") as tmp:
+        reserve = run_reserve(args.latency, Path(tmp)) if "reserve" in wanted else None
         for name in wanted:
+            if name == "reserve":
+                continue
             spec = scenarios(args.latency)[name]  # built now: the reset's zone needs "now"
             got = run_scenario(name, spec, args.latency, Path(tmp))
             for row in got:
@@ -226,7 +290,13 @@ def main() -> list[dict[str, Any]]:
               f"({_targets(row['forecast_targets'])}) | {row['actual_s']} s "
               f"({_targets(row['actual_targets'])}) | {_pct(row['error'])} | "
               f"{'yes' if row['within_goal'] else '**no**'} |")
-    result_json("forecast", {"rows": rows})
+    if reserve:
+        print(f"\nreserve: a 40-job batch on 40 requests/day keeping 25 %: the batch got "
+              f"{reserve['batch_served']}, then {reserve['interactive_answered']} interactive "
+              f"requests were answered and #{reserve['interactive_refused_at']} was refused; "
+              f"upstream answered {reserve['upstream_answered']}, over-limit "
+              f"{reserve['over_limit']}")
+    result_json("forecast", {"rows": rows, "reserve": reserve})
     return rows
 
 
