@@ -114,6 +114,9 @@ def test_deadline_warning_and_the_reset_in_the_provider_zone(world):
     assert "20 of 30 jobs by" in out.output
     assert "reset at 00:00 +05:47" in out.output
     assert "warning" in out.stderr and "misses the deadline" in out.stderr
+    ok = CliRunner().invoke(app, ["plan", str(batch), "--simulate", "--config", str(cfg_dir),
+                                  "--deadline", "2099-01-01T00:00+00:00"])
+    assert ok.exit_code == 0 and "meets the deadline" in ok.stdout and not ok.stderr
     doc = json.loads(_plan(cfg_b, batch, "--deadline", "1h").stdout)
     assert doc["by_deadline"] == 20 and doc["meets_deadline"] is False
     reset = datetime.fromtimestamp(doc["resets"][0]["at"], UTC)
@@ -166,3 +169,17 @@ def test_submit_prints_a_forecast_and_status_shows_the_eta(tmp_path):
         assert status.returncode == 0, status.stderr
         assert "eta" in status.stdout and "UTC" in status.stdout.split("eta", 1)[1]
         assert dispatch("cancel", batch).returncode == 0
+
+
+def test_the_submit_line_is_skipped_for_a_huge_queue(world, monkeypatch):
+    import dispatcher.forecast_state as fs
+    from workers.runtime import reset_runtime
+
+    r, ns, cfg_dir, batch = world
+    monkeypatch.setenv("DISPATCH_CONFIG", str(cfg_dir))
+    reset_runtime()
+    cfg = load_config(cfg_dir, simulate=True)
+    specs = parse_batch(batch.read_text().splitlines(), cfg)
+    assert fs.submit_line(cfg, specs, True).startswith("forecast: done about")
+    monkeypatch.setattr(fs, "INLINE_MAX_JOBS", 10)
+    assert "skipped" in fs.submit_line(cfg, specs, True)

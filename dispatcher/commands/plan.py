@@ -87,6 +87,8 @@ def register(app: typer.Typer) -> None:
             print(json.dumps(doc))
         else:
             _show(f, due, simulate, note)
+        if due is not None and not missed and not as_json_:
+            print(f"meets the deadline ({clock(due, f.now)})")
         if missed:
             err.print(f"[bold yellow]warning:[/] the forecast misses the deadline "
                       f"({clock(due, f.now)}): {f.done_by(due):,} of {f.jobs:,} jobs by then",
