@@ -143,6 +143,10 @@ class Forecast:
         """How many of the planned batch's jobs end by ``t``."""
         return bisect_right(self.finishes, t)
 
+    def meets(self, deadline: float) -> bool:
+        """Every job of the planned batch ends by ``deadline``."""
+        return self.finish_at is not None and self.finish_at <= deadline and not self.never
+
 
 class _Rolling:
     """A sliding log with running sums: ``times`` sorted, ``cum[i]`` = cost of 0..i."""
@@ -436,6 +440,5 @@ def as_json(f: Forecast, deadline: float | None = None) -> dict:
     if deadline is not None:
         doc["deadline"] = deadline
         doc["by_deadline"] = f.done_by(deadline)
-        doc["meets_deadline"] = f.finish_at is not None and f.finish_at <= deadline \
-            and not f.never
+        doc["meets_deadline"] = f.meets(deadline)
     return doc

@@ -14,9 +14,11 @@ process has to re-score waiting jobs.
 
 from __future__ import annotations
 
-from dispatcher.config.models import PrioritySettings
+from typing import get_args
 
-PRIORITIES = ("high", "normal", "low")
+from dispatcher.config.models import Priority, PrioritySettings
+
+PRIORITIES: tuple[str, ...] = get_args(Priority)
 DEFAULT = "normal"
 
 

@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         except (RedisError, QuotaUnavailable) as exc:
             fail(f"cannot read the quota store: {exc}", EXIT_INFRA)
         due = parse_deadline(deadline, f.now) if deadline else None
-        missed = due is not None and (f.finish_at is None or f.finish_at > due or f.never > 0)
+        missed = due is not None and not f.meets(due)
         if as_json_:
             doc = as_json(f, due)
             doc["simulated"] = simulate

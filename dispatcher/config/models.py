@@ -234,6 +234,10 @@ class RoutesFile(Strict):
         return out
 
 
+Priority = Literal["high", "normal", "low"]
+"""A batch's priority (weights in ``settings.yaml`` ``priorities``)."""
+
+
 class Schedule(Strict):
     """A cron entry: a 5-field expression and a batch file or inline jobs to enqueue."""
 
@@ -242,7 +246,7 @@ class Schedule(Strict):
     batch: str | None = None
     jobs: list[dict] | None = None
     enabled: bool = True
-    priority: Literal["high", "normal", "low"] = "normal"
+    priority: Priority = "normal"
 
     @field_validator("cron")
     @classmethod
