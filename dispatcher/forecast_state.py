@@ -281,8 +281,10 @@ def etas(r: Any, namespace: str, cfg: Config) -> dict[str, float]:
 
 
 def submit_line(cfg: Config, specs: Sequence[Any], simulated: bool,
-                priority: str = "normal") -> str | None:
+                priority: str = "normal", deadline_s: float | None = None) -> str | None:
     """The one line ``submit`` and ``run`` print on stderr before queueing a batch, or None.
+
+    With the batch's ``deadline_s``, jobs the forecast ends after it are said to expire.
 
     A forecast must never stop a submission: any failure (Redis, a bug) only drops the
     line, and is logged."""
@@ -295,8 +297,12 @@ def submit_line(cfg: Config, specs: Sequence[Any], simulated: bool,
         rt = get_runtime()
         if len(specs) + waiting_count(rt.r, rt.namespace) > INLINE_MAX_JOBS:
             return "forecast: skipped for a queue this large (see `dispatch plan`)"
-        return "forecast: " + summary(plan(cfg, specs, simulated, priority, rt.r,
-                                           rt.namespace))
+        f = plan(cfg, specs, simulated, priority, rt.r, rt.namespace)
+        due = None if deadline_s is None else f.now + deadline_s
+        line = "forecast: " + summary(f, due)
+        if due is not None and not f.meets(due):
+            line += f" — {f.jobs - f.done_by(due):,} jobs would expire at the deadline"
+        return line
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("no forecast: %s", exc)
         return None

@@ -181,5 +181,8 @@ def test_the_submit_line_is_skipped_for_a_huge_queue(world, monkeypatch):
     cfg = load_config(cfg_dir, simulate=True)
     specs = parse_batch(batch.read_text().splitlines(), cfg)
     assert fs.submit_line(cfg, specs, True).startswith("forecast: done about")
+    # Calls take 1 s (forecast.latency_s): none ends within a 0.5 s deadline.
+    late = fs.submit_line(cfg, specs, True, deadline_s=0.5)
+    assert "0 of 30 jobs by" in late and "30 jobs would expire at the deadline" in late
     monkeypatch.setattr(fs, "INLINE_MAX_JOBS", 10)
     assert "skipped" in fs.submit_line(cfg, specs, True)

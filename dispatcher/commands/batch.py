@@ -46,9 +46,10 @@ def register(app: typer.Typer) -> None:
         from dispatcher.batches import submit as do_submit
         from dispatcher.forecast_state import submit_line
 
-        if line := submit_line(cfg, specs, simulate, priority):
+        deadline_s = parse_duration(deadline)
+        if line := submit_line(cfg, specs, simulate, priority, deadline_s):
             err.print(line, highlight=False)
-        print(do_submit(specs, simulated=simulate, deadline_s=parse_duration(deadline),
+        print(do_submit(specs, simulated=simulate, deadline_s=deadline_s,
                         name=str(input_path), priority=priority))
 
     @app.command()

@@ -105,7 +105,7 @@ def _run(cfg, specs, output: Path, simulate: bool, workers: str, deadline_s: flo
         if batch is None:
             from dispatcher.forecast_state import submit_line
 
-            if line := submit_line(cfg, specs, simulate, priority):
+            if line := submit_line(cfg, specs, simulate, priority, deadline_s):
                 out.print(line, highlight=False)
             batch = submit(specs, simulated=simulate, deadline_s=deadline_s,
                            name=str(input_path or ""), priority=priority)
