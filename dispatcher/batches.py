@@ -20,7 +20,7 @@ from workers.jobstore import TERMINAL, split_job_id
 
 
 def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: str = "",
-           batch_id: str | None = None) -> str:
+           batch_id: str | None = None, priority: str = "normal") -> str:
     """Store the jobs, queue them, and move what can start now. Returns the batch id.
 
     The submitter hands the first jobs to idle targets itself (one hop less than asking a
@@ -33,7 +33,8 @@ def submit(specs: list[JobSpec], *, simulated: bool, deadline_s: float, name: st
 
     rt = get_runtime()
     batch, sets = rt.store.create_batch(specs, simulated=simulated, deadline_s=deadline_s,
-                                        name=name, batch_id=batch_id)
+                                        name=name, batch_id=batch_id, priority=priority,
+                                        weights=rt.config.settings.priorities)
     pumper().known_active(batch)
     waiting = set()
     for sig, (tag, targets) in sets.items():

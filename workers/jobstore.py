@@ -47,13 +47,15 @@ def waitset_sig(tag: str, targets: list[str]) -> str:
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
-def fair_score(index: int, batch_seq: int) -> float:
+def fair_score(index: int, batch_seq: int, share: float = 1.0) -> float:
     """Interleave batches: the k-th job of every batch comes before the (k+1)-th of any.
 
     A one-job submission or a small cron batch is never stuck behind a 100,000-job batch
-    of the same tag; within a batch, input order is kept.
+    of the same tag; within a batch, input order is kept. ``share`` (in (0, 1], from the
+    batch's priority: :mod:`workers.priority`) spaces a batch's jobs by ``1 / share``, so a
+    high-priority batch gets jobs in proportion to its weight and a low one still its share.
     """
-    return index * 1000.0 + (batch_seq % 1000)
+    return (index + 1) * 1000.0 / share + (batch_seq % 1000)
 
 
 @dataclass
@@ -165,14 +167,22 @@ class JobStore:
         name: str = "",
         chunk: int = 2000,
         batch_id: str | None = None,
+        priority: str = "normal",
+        weights: Any = None,
     ) -> tuple[str, dict[str, tuple[str, list[str]]]]:
         """Store a validated batch (``JobSpec``-like objects) and queue every job.
+
+        ``priority`` (``high``, ``normal``, ``low``) with ``weights`` (settings.yaml
+        ``priorities``) sets the batch's share of the waiting sets (:func:`fair_score`).
 
         Returns the batch id and the waiting sets that received jobs (signature -> tag and
         targets). With ``batch_id`` (a cron tick's, derived from schedule and tick) the
         batch is created at most once: all of it in one transaction, only if no batch of
         that id exists (``WATCH``); otherwise nothing is written and no set is returned.
         """
+        from workers.priority import share as priority_share
+
+        share = priority_share(priority, weights)
         batch = batch_id or "batch_" + uuid.uuid4().hex[:20]
         pipe = self.r.pipeline(transaction=batch_id is not None)
         if batch_id is not None:
@@ -193,6 +203,7 @@ class JobStore:
         pipe.hset(self.batch_key(batch), mapping={
             "completed": 0, "failed": 0, "status": "in_progress", "created": now,
             "deadline": deadline, "simulated": int(simulated), "name": name,
+            "priority": priority,
         })
         sigs: dict[str, tuple[str, list[str]]] = {}
         waiting: dict[str, dict[str, float]] = {}
@@ -201,7 +212,7 @@ class JobStore:
             targets = list(spec.targets)
             sig = waitset_sig(spec.tag, targets)
             sigs.setdefault(sig, (spec.tag, targets))
-            score = fair_score(i, seq)
+            score = fair_score(i, seq, share)
             key = f"{self.ns}:j:{{{batch}}}:{i}"
             # What every job of the batch shares (simulated, deadline) lives in the batch.
             pipe.hset(key, mapping={

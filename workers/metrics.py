@@ -132,6 +132,9 @@ class QuotaCollector(Collector):
         resets = GaugeMetricFamily("dispatch_quota_resets_at_seconds", "Epoch when the "
                                    "oldest charge leaves the window / the period ends.",
                                    labels=labels)
+        reserved = GaugeMetricFamily("dispatch_quota_reserved", "Units of a calendar limit "
+                                     "kept for interactive requests (batch jobs stop short).",
+                                     labels=labels)
         up = GaugeMetricFamily("dispatch_quota_up", "1 if the quota store answered this "
                                "scrape.", labels=["mode"])
         rt = None
@@ -151,7 +154,9 @@ class QuotaCollector(Collector):
                 limit.add_metric(lv, s.limit)
                 if s.resets_at is not None:
                     resets.add_metric(lv, s.resets_at)
-        yield from (used, remaining, limit, resets, up)
+                if s.reserved:
+                    reserved.add_metric(lv, s.reserved)
+        yield from (used, remaining, limit, resets, reserved, up)
 
 
 _server_lock = threading.Lock()

@@ -364,7 +364,7 @@ def run_schedule(self: Any, name: str, tick: int | None = None,
 
     deadline = min(DEFAULT_DEADLINE_S, max(MIN_DEADLINE_S, period))
     batch = submit(specs, simulated=simulated, deadline_s=deadline,
-                   name=f"schedule:{name}@{when}",
+                   name=f"schedule:{name}@{when}", priority=s.priority,
                    batch_id=tick_batch_id(rt.namespace, name, tick) if tick is not None else None)
     if tick_key:
         rt.r.set(tick_key, batch, keepttl=True)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dispatcher.batch_object import batch_object
-from dispatcher.cli_support import fail, load_or_exit, read_batch_or_exit, require_redis
+from dispatcher.cli_support import err, fail, load_or_exit, read_batch_or_exit, require_redis
 from dispatcher.output import JsonOption, Rows, cell, emit
 
 
@@ -21,7 +21,7 @@ def _when(ts: str | float | None) -> str:
 
 
 STATUS_HEADER = ["batch", "status", "total", "completed", "failed", "pending", "simulated",
-                 "created", "by_provider"]
+                 "created", "eta", "by_provider"]
 
 
 def status_rows(objects: list[dict]) -> Rows:
@@ -31,7 +31,7 @@ def status_rows(objects: list[dict]) -> Rows:
         c = o["request_counts"]
         rows.append([o["id"], o["status"], c["total"], c["completed"], c["failed"],
                      c["total"] - c["completed"] - c["failed"], o["dispatch"]["simulated"],
-                     _when(o["created_at"]),
+                     _when(o["created_at"]), _when(o["dispatch"].get("eta")),
                      " ".join(f"{p}={n}" for p, n in o["dispatch"]["providers"].items())])
     return Rows(STATUS_HEADER, rows)
 
@@ -67,10 +67,13 @@ def register(app: typer.Typer) -> None:
                  "(`dispatch up --simulate`), never to real providers."),
         config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
                                    help="Configuration directory."),
+        priority: str = typer.Option("normal", "--priority", metavar="high|normal|low",
+                                     help="Share of the targets against other batches."),
     ) -> None:
         """Enqueue a batch to a running cluster and print its id."""
-        from dispatcher.commands.run import parse_duration
+        from dispatcher.commands.run import check_priority, parse_duration
 
+        check_priority(priority)
         cfg = load_or_exit(config, simulate=simulate)
         deadline_s = parse_duration(deadline)
         specs = read_batch_or_exit(input_path, cfg)
@@ -81,9 +84,12 @@ def register(app: typer.Typer) -> None:
             fail("no simulator runs for this cluster: start `dispatch up --simulate` "
                  "(or submit without --simulate); nothing was sent")
         from dispatcher.batches import submit as do_submit
+        from dispatcher.forecast_state import submit_line
 
+        if line := submit_line(cfg, specs, simulate, priority, deadline_s):
+            err.print(line, highlight=False)
         print(do_submit(specs, simulated=simulate, deadline_s=deadline_s,
-                        name=str(input_path)))
+                        name=str(input_path), priority=priority))
 
     @app.command()
     def status(
@@ -103,7 +109,12 @@ def register(app: typer.Typer) -> None:
                     fail(f"no batch {b!r}")
                 continue  # listed, but its retention ran out
             infos.append(info)
+        from dispatcher.forecast_state import status_etas
+
+        etas = status_etas(rt)
         objects = [batch_object(info) for info in infos]
+        for o in objects:  # the forecast's end of an unfinished batch (None: ended/unknown)
+            o["dispatch"]["eta"] = etas.get(o["id"])
         emit(status_rows(objects), objects[0] if batch else objects, as_json,
              rich=lambda: status_table(objects))
 

@@ -69,6 +69,9 @@ def quota_table(engine: QuotaEngine, states: list[LimitState], now: float) -> Ta
     table.add_column("used", justify="right", no_wrap=True)
     table.add_column("remaining", justify="right", no_wrap=True)
     table.add_column("resets", no_wrap=True)
+    reserves = any(s.reserved for s in states)
+    if reserves:
+        table.add_column("reserve", no_wrap=True)  # kept for interactive requests
     last = None
     for s in states:
         if last is not None and s.provider != last:
@@ -82,6 +85,7 @@ def quota_table(engine: QuotaEngine, states: list[LimitState], now: float) -> Ta
             Text(_num(s.used), style=style),
             Text(_num(s.remaining), style=style),
             _resets(s, now),
+            *((f"{_num(s.reserved)} interactive" if s.reserved else "",) if reserves else ()),
         )
         last = s.provider
     return table

@@ -59,6 +59,8 @@ def register(app: typer.Typer) -> None:
                                    help="Continue an interrupted batch."),
         config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
                                    help="Configuration directory."),
+        priority: str = typer.Option("normal", "--priority", metavar="high|normal|low",
+                                     help="Share of the targets against other batches."),
     ) -> None:
         """Run a batch to the end and write one result line per input line."""
         if workers not in ("local", "external"):
@@ -68,6 +70,7 @@ def register(app: typer.Typer) -> None:
         if input_path is not None and resume:
             fail("give IN.jsonl or --resume BATCH, not both")
         check_output_or_exit(output)
+        check_priority(priority)
         cfg = load_or_exit(config, simulate=bool(simulate))
         deadline_s = parse_duration(deadline)
         specs = read_batch_or_exit(input_path, cfg) if input_path is not None else []
@@ -81,7 +84,7 @@ def register(app: typer.Typer) -> None:
 
         with sigterm_as_interrupt():
             code = _run(cfg, specs, output, simulate, workers, deadline_s, strict, resume,
-                        input_path)
+                        input_path, priority)
         raise typer.Exit(code)
 
 
@@ -105,8 +108,18 @@ def _resume_checks(rt, batch: str, flag: bool | None, config: str | None):
     return simulated, cfg
 
 
+def check_priority(priority: str) -> str:
+    """``--priority`` of run and submit: exit 2 naming the allowed values."""
+    from workers.priority import PRIORITIES
+
+    if priority not in PRIORITIES:
+        fail(f"--priority {priority!r}: expected one of {', '.join(PRIORITIES)}")
+    return priority
+
+
 def _run(cfg, specs, output: Path, flag: bool | None, workers: str, deadline_s: float,
-         strict: bool, resume: str | None, input_path: Path | None) -> int:
+         strict: bool, resume: str | None, input_path: Path | None,
+         priority: str = "normal") -> int:
     from redis import RedisError
 
     from dispatcher.batches import submit, write_batch_results
@@ -138,8 +151,12 @@ def _run(cfg, specs, output: Path, flag: bool | None, workers: str, deadline_s: 
             stack.start_worker("worker-all", ["worker", "--all", "--loglevel", "warning",
                                               "--config", str(cfg.directory)])
         if batch is None:
+            from dispatcher.forecast_state import submit_line
+
+            if line := submit_line(cfg, specs, simulate, priority, deadline_s):
+                out.print(line, highlight=False)
             batch = submit(specs, simulated=simulate, deadline_s=deadline_s,
-                           name=str(input_path or ""))
+                           name=str(input_path or ""), priority=priority)
             out.print(f"batch [bold]{batch}[/]: {len(specs)} jobs queued")
         else:
             out.print(f"batch [bold]{batch}[/]: resumed" + (" (simulated)" if simulate else ""))

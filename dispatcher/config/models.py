@@ -7,27 +7,56 @@ Provider figures live in ``config/*.yaml``, never here.
 from __future__ import annotations
 
 import re
+from datetime import timedelta, timezone, tzinfo
 from enum import StrEnum
-from typing import Annotated, Literal
+from functools import lru_cache
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BUILTIN_TAGS = ("fast", "reasoning", "bulk", "vision")
 
 
+_OFFSET_RE = re.compile(r"^(?:UTC)?([+-])(\d{2}):(\d{2})$")
+
+
+@lru_cache(maxsize=128)
+def zone(name: str) -> tzinfo:
+    """The tzinfo of an IANA name (``"Europe/Paris"``) or a fixed UTC offset (``"+05:47"``,
+    ``"UTC-03:00"``): a fixed offset lets a test or a benchmark put midnight anywhere."""
+    m = _OFFSET_RE.match(name)
+    if m:
+        sign, hours, minutes = m.groups()
+        if int(hours) > 23 or int(minutes) > 59:
+            raise ValueError(f"UTC offset {name!r} out of range")
+        delta = timedelta(hours=int(hours), minutes=int(minutes))
+        return timezone(-delta if sign == "-" else delta, name)
+    return ZoneInfo(name)
+
+
 def _known_zone(v: str) -> str:
     try:
-        ZoneInfo(v)
+        zone(v)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a weird path
-        raise ValueError(f"unknown time zone {v!r}") from exc
+        raise ValueError(f"unknown time zone {v!r} (an IANA name or an offset like "
+                         "\"+05:30\")") from exc
     return v
 
 
 TimeZone = Annotated[str, AfterValidator(_known_zone)]
-"""An IANA time zone name (calendar limits and cron entries are read in it)."""
+"""An IANA time zone name or a fixed UTC offset such as ``"+05:30"`` (calendar limits and
+cron entries are read in it)."""
 
 
 class Strict(BaseModel):
@@ -66,12 +95,36 @@ class Per(StrEnum):
         return {Per.second: 1, Per.minute: 60, Per.hour: 3600}[self]
 
 
+class Reserve(Strict):
+    """``reserve: {share: 0.2, for: interactive}`` on a calendar limit: the share of it that
+    batch jobs may not take (interactive requests may use all of it)."""
+
+    share: Annotated[float, Field(gt=0, lt=1)]
+    for_: Annotated[Literal["interactive"], Field(alias="for")] = "interactive"
+
+
 class Limit(Strict):
-    """``{unit: requests, limit: 30, per: minute}``."""
+    """``{unit: requests, limit: 30, per: minute}``, optionally with a ``reserve``."""
 
     unit: Unit
     limit: Annotated[int, Field(gt=0, le=BIG)]
     per: Per
+    reserve: Reserve | None = None
+
+    @model_validator(mode="after")
+    def _reserve_on_calendar(self) -> Limit:
+        if self.reserve is not None and self.per.rolling:
+            raise ValueError(f"reserve: only a day or month limit can keep a reserve "
+                             f"(this one is per {self.per.value})")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # No reserve: the same document (and limits fingerprint) as before reserves existed.
+        out = handler(self)
+        if out.get("reserve") is None:
+            out.pop("reserve", None)
+        return out
 
 
 class NeuronRates(Strict):
@@ -192,6 +245,10 @@ class RoutesFile(Strict):
         return out
 
 
+Priority = Literal["high", "normal", "low"]
+"""A batch's priority (weights in ``settings.yaml`` ``priorities``)."""
+
+
 class Schedule(Strict):
     """A cron entry: a 5-field expression and a batch file or inline jobs to enqueue."""
 
@@ -200,6 +257,7 @@ class Schedule(Strict):
     batch: str | None = None
     jobs: list[dict] | None = None
     enabled: bool = True
+    priority: Priority = "normal"
 
     @field_validator("cron")
     @classmethod
@@ -306,6 +364,29 @@ class ReliabilitySettings(Strict):
         return self
 
 
+class ForecastSettings(Strict):
+    latency_s: Annotated[float, Field(gt=0)] = 2.0
+    """Typical duration of one upstream call, for ``dispatch plan``'s forecast (a target
+    serves at most ``concurrency / latency_s`` jobs a second)."""
+
+
+class PrioritySettings(Strict):
+    """Shares of the batch priorities: while batches of several priorities wait for the
+    same targets, each gets jobs in proportion to its weight (defaults: a high batch gets
+    ten jobs for each of a normal one, a hundred for each of a low one), so a lower
+    priority is served last but never starves."""
+
+    high: Annotated[float, Field(gt=0)] = 100.0
+    normal: Annotated[float, Field(gt=0)] = 10.0
+    low: Annotated[float, Field(gt=0)] = 1.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PrioritySettings:
+        if not self.high >= self.normal >= self.low:
+            raise ValueError("weights must satisfy high >= normal >= low")
+        return self
+
+
 class Settings(Strict):
     """``settings.yaml`` (optional): operational settings, documented in the README."""
 
@@ -317,3 +398,5 @@ class Settings(Strict):
     reliability: ReliabilitySettings = ReliabilitySettings()
     prices: dict[str, Price] = {}
     """Paid-equivalent list prices by target (``provider/model``) for ``dispatch report``."""
+    forecast: ForecastSettings = ForecastSettings()
+    priorities: PrioritySettings = PrioritySettings()

@@ -54,6 +54,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.config.loader import Config, Target
 from dispatcher.config.models import Per, Unit
+from workers.quota.classes import BATCH, check_class, class_cap, reserved_units
 from workers.quota.costs import Cost
 from workers.quota.limits import (
     CALENDAR_SLACK_S,
@@ -130,6 +131,7 @@ class LimitState:
     used: float  # in the limit's unit: neurons may be fractional
     remaining: float
     resets_at: float | None
+    reserved: float = 0  # kept for interactive requests: batch jobs stop this much short
 
     @property
     def text(self) -> str:
@@ -151,6 +153,8 @@ class _Plan:
     static: list[tuple[bytes, ...]]  # rolling: (limit, window_us, ttl_ms, b"")
     keys_b: list[bytes]
     limits_b: list[bytes]
+    batch_limits_b: list[bytes]  # calendar limits less their reserve (class "batch")
+    batch_caps: list[int]
     cool_key_b: bytes
     cool_field_b: bytes
     record_prefix: bytes
@@ -250,6 +254,8 @@ class QuotaEngine:
                 ],
                 keys_b=[s.base.encode() for s in specs],
                 limits_b=[b"%d" % s.cap for s in specs],
+                batch_limits_b=[b"%d" % class_cap(s.cap, s.limit, BATCH) for s in specs],
+                batch_caps=[class_cap(s.cap, s.limit, BATCH) for s in specs],
                 cool_key_b=(prefix + "cool").encode(),
                 cool_field_b=("m:" + target.model.id).encode(),
                 record_prefix=(prefix + "r:").encode(),
@@ -321,30 +327,38 @@ class QuotaEngine:
         raise KeyError(f"{target}: no {scope} limit of {unit.value}/{per.value} is configured")
 
     # ------------------------------------------------------------------ reserve
-    def reserve(self, target: Target, cost: Cost, reservation_id: str | None = None) -> Reservation:
+    def reserve(self, target: Target, cost: Cost, reservation_id: str | None = None,
+                klass: str = BATCH) -> Reservation:
         """Charge ``cost`` against every limit of ``target`` now, or nothing.
 
         ``reservation_id`` (optional) names the charge; it must be unique (a duplicate
         raises ValueError). The returned id is ``"<provider>/<id>"``: pass it to
-        :meth:`reconcile`."""
-        return self._run(target, cost, 1, reservation_id, probe=False)
+        :meth:`reconcile`. ``klass`` ``"batch"`` (default) stops short of a limit's
+        reserve; ``"interactive"`` may use the whole limit (:mod:`workers.quota.classes`)."""
+        return self._run(target, cost, 1, reservation_id, probe=False, klass=klass)
 
-    def probe(self, target: Target, cost: Cost, count: int = 1) -> Reservation:
+    def probe(self, target: Target, cost: Cost, count: int = 1,
+              klass: str = BATCH) -> Reservation:
         """Would ``count`` × ``cost`` pass now? Consumes and writes nothing."""
         if count < 1:
             raise ValueError("count must be >= 1")
-        return self._run(target, cost, count, None, probe=True)
+        return self._run(target, cost, count, None, probe=True, klass=klass)
 
     def _run(
-        self, target: Target, cost: Cost, count: int, rid: str | None, probe: bool
+        self, target: Target, cost: Cost, count: int, rid: str | None, probe: bool,
+        klass: str = BATCH,
     ) -> Reservation:
         plan = self._plan(target)
         specs = plan.specs
         costs = [cost.of(s.limit.unit) for s in specs]
-        for s, c in zip(specs, costs, strict=True):
+        if check_class(klass) == BATCH:
+            caps, limits_b = plan.batch_caps, plan.batch_limits_b
+        else:
+            caps, limits_b = [s.cap for s in specs], plan.limits_b
+        for s, c, cap in zip(specs, costs, caps, strict=True):
             if c < 0:
                 raise ValueError(f"negative cost {cost}")
-            if c * count > s.cap:
+            if c * count > cap:
                 return Reservation(False, None, math.inf, s.label, never=True)
         if rid is None:
             token, chosen = os.urandom(8).hex(), b"0"
@@ -366,7 +380,7 @@ class QuotaEngine:
                 else:
                     p = self._period(plan.tz, s.limit.per, now)
                     keys.append(f"{s.base}:{p.key}")
-                    args += (plan.kinds[i], b"%d" % costs[i], plan.limits_b[i], p.start, p.end,
+                    args += (plan.kinds[i], b"%d" % costs[i], limits_b[i], p.start, p.end,
                              p.end + CALENDAR_SLACK_S)
             reply = self._eval("reserve", keys, args)
             status, at = int(reply[0]), int(reply[1]) / US
@@ -577,7 +591,8 @@ class QuotaEngine:
                 resets = float(p.end)
             used_units = _units(used, charge_scale(lim.unit))
             out.append(LimitState(provider, model, lim.unit, lim.per, lim.limit, used_units,
-                                  max(0, lim.limit - used_units), resets))
+                                  max(0, lim.limit - used_units), resets,
+                                  reserved_units(lim)))
         return out
 
     # -------------------------------------------------------- limits in force

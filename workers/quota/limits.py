@@ -16,11 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import lru_cache
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta, tzinfo
 
 from dispatcher.config.models import Limit, Per, Unit
+from dispatcher.config.models import zone as tz_zone
 from workers.quota.costs import NEURON_SCALE
 
 US = 1_000_000
@@ -81,12 +80,7 @@ class Period:
         return self.start <= epoch < self.end
 
 
-@lru_cache(maxsize=64)
-def _zone(tz: str) -> ZoneInfo:
-    return ZoneInfo(tz)
-
-
-def _local_midnight(tz: ZoneInfo, year: int, month: int, day: int) -> int:
+def _local_midnight(tz: tzinfo, year: int, month: int, day: int) -> int:
     # fold=0 maps a midnight skipped by DST to the first instant that exists that day
     # and an ambiguous midnight to its first occurrence: both are where the day starts.
     return int(datetime(year, month, day, tzinfo=tz).timestamp())
@@ -95,7 +89,7 @@ def _local_midnight(tz: ZoneInfo, year: int, month: int, day: int) -> int:
 def calendar_period(per: Per, tz: str, epoch: float) -> Period:
     """The day or month containing ``epoch`` in time zone ``tz`` (DST aware: a local day
     may last 23 or 25 hours). Start is inclusive, end exclusive."""
-    zone = _zone(tz)
+    zone = tz_zone(tz)  # an IANA name or a fixed UTC offset ("+05:47"), cached
     local = datetime.fromtimestamp(epoch, zone)
     if per is Per.day:
         start = _local_midnight(zone, local.year, local.month, local.day)

@@ -25,7 +25,7 @@ from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
 from dispatcher.config import Config
-from dispatcher.config.models import Limit, Per, Unit
+from dispatcher.config.models import Limit, Per, Unit, zone
 
 Clock = Callable[[], float]
 
@@ -191,7 +191,7 @@ class Ledger:
         self._meters: dict[str, list[Meter]] = {}
         self._all: list[Meter] = []
         for name, pc in config.providers.items():
-            tz = ZoneInfo(pc.timezone)
+            tz = zone(pc.timezone)
             shared = [Meter(name, None, lim, tz, tolerance_s) for lim in pc.limits]
             self._all += shared
             for m in pc.models:
