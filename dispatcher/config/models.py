@@ -246,6 +246,17 @@ class JobSettings(Strict):
     max_attempts: Annotated[int, Field(gt=0)] = 8
 
 
+class GatewaySettings(Strict):
+    """``dispatch serve``: how long an interactive request may wait, how large a body."""
+
+    max_wait_s: Annotated[float, Field(ge=0)] = 30.0
+    """Longest wait for capacity (``X-Dispatch-Max-Wait`` may only lower it); then 429."""
+    max_request_mb: Annotated[float, Field(gt=0)] = 16.0
+    """Largest JSON request body (chat completions, batch creation)."""
+    max_file_mb: Annotated[float, Field(gt=0)] = 100.0
+    """Largest uploaded batch input file."""
+
+
 class Settings(Strict):
     """``settings.yaml`` (optional): operational settings, documented in the README."""
 
@@ -253,5 +264,6 @@ class Settings(Strict):
     routing: RoutingSettings = RoutingSettings()
     quota: QuotaSettings = QuotaSettings()
     jobs: JobSettings = JobSettings()
+    gateway: GatewaySettings = GatewaySettings()
     prices: dict[str, Price] = {}
     """Paid-equivalent list prices by target (``provider/model``) for ``dispatch report``."""

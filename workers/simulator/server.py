@@ -26,7 +26,13 @@ from typing import Any
 
 from dispatcher.config import Config
 from workers.simulator.accounting import Clock, Ledger, Units
-from workers.simulator.chat import ChatError, completion, parse_request, plan_usage
+from workers.simulator.chat import (
+    ChatError,
+    completion,
+    parse_request,
+    plan_usage,
+    sse_answer,
+)
 from workers.simulator.dialects import Answer, Dialect, dialect_for, openai_error
 from workers.simulator.faults import KINDS, Fault, FaultQueue, render
 
@@ -233,6 +239,11 @@ class Simulator:
                 return dialect.rate_limited(worst, model_id, self.ledger.views(target))
         self._count(target, ok=1, tokens=usage.total_tokens, neurons=neurons)
         answer = Answer(200, completion(request_id, provider, model, request, usage, dialect))
+        if body.get("stream") is True:
+            options = body.get("stream_options")
+            include = isinstance(options, dict) and options.get("include_usage") is True
+            answer = Answer(200, sse_answer(answer.body, include),
+                            {"content-type": "text/event-stream"})
         answer.headers.update(dialect.success_headers(self.ledger.views(target)))
         return answer
 
