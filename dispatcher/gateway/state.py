@@ -39,7 +39,8 @@ class Gateway:
 
     def bytes_redis(self) -> redis.Redis:
         if self.raw is None:
-            kwargs = dict(self.r.connection_pool.connection_kwargs)
-            kwargs["decode_responses"] = False
-            self.raw = redis.Redis(**kwargs)
+            pool = self.r.connection_pool
+            kwargs = {**pool.connection_kwargs, "decode_responses": False}
+            self.raw = redis.Redis(connection_pool=redis.ConnectionPool(
+                connection_class=pool.connection_class, **kwargs))
         return self.raw
