@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dispatcher.gateway import batches, chat, files, models
@@ -22,6 +22,7 @@ from dispatcher.gateway.errors import HANDLERS
 from dispatcher.gateway.openapi import document
 from dispatcher.gateway.state import Gateway
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 THREADS = 256
 """Worker threads for blocking work (an upstream call holds one for its whole duration)."""
 MB = 1024 * 1024
@@ -36,6 +37,15 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.state.openapi)
 
 
+def _route(path: str, **handlers: Endpoint) -> Route:
+    """One route per path, whatever its methods, so a 405 lists them all in ``Allow``."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return Route(path, endpoint, methods=list(handlers))
+
+
 def build_app(gw: Gateway) -> Starlette:
     limits = gw.config.settings.gateway
 
@@ -48,20 +58,17 @@ def build_app(gw: Gateway) -> Starlette:
         yield
 
     routes = [
-        Route("/healthz", healthz),
-        Route("/openapi.json", openapi),
-        Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
-        Route("/v1/models", models.list_models),
-        Route("/v1/models/{model:path}", models.get_model),
-        Route("/v1/files", files.upload, methods=["POST"]),
-        Route("/v1/files", files.list_files, methods=["GET"]),
-        Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
-        Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
-        Route("/v1/files/{file_id}/content", files.file_content, methods=["GET"]),
-        Route("/v1/batches", batches.create, methods=["POST"]),
-        Route("/v1/batches", batches.list_batches, methods=["GET"]),
-        Route("/v1/batches/{batch_id}", batches.get, methods=["GET"]),
-        Route("/v1/batches/{batch_id}/cancel", batches.cancel, methods=["POST"]),
+        _route("/healthz", GET=healthz),
+        _route("/openapi.json", GET=openapi),
+        _route("/v1/chat/completions", POST=chat.chat_completions),
+        _route("/v1/models", GET=models.list_models),
+        _route("/v1/models/{model:path}", GET=models.get_model),
+        _route("/v1/files", POST=files.upload, GET=files.list_files),
+        _route("/v1/files/{file_id}", GET=files.get_file, DELETE=files.delete_file),
+        _route("/v1/files/{file_id}/content", GET=files.file_content),
+        _route("/v1/batches", POST=batches.create, GET=batches.list_batches),
+        _route("/v1/batches/{batch_id}", GET=batches.get),
+        _route("/v1/batches/{batch_id}/cancel", POST=batches.cancel),
     ]
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan,
                     middleware=[Middleware(GuardMiddleware, tokens=gw.tokens,

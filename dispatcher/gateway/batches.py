@@ -152,7 +152,7 @@ def create_sync(gw, body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(400, f"endpoint must be {CHAT_URL!r} (got {body.get('endpoint')!r})",
                        "invalid_endpoint", "endpoint")
     window = body.get("completion_window")
-    if window not in WINDOWS:
+    if not isinstance(window, str) or window not in WINDOWS:
         raise ApiError(400, f"completion_window must be one of {sorted(WINDOWS)} "
                        f"(got {window!r})", "invalid_completion_window", "completion_window")
     metadata = _check_metadata(body.get("metadata"))

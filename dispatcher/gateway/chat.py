@@ -24,11 +24,13 @@ def validate(body: dict[str, Any], cfg) -> tuple[JobSpec, bool, bool]:
     """``(job, stream, include_usage)``: the body checked exactly as a batch line is (one
     validator, :func:`dispatcher.batchfile.parse_job`), streaming aside."""
     want_stream = body.get("stream")
-    if want_stream not in (None, True, False):
+    if want_stream is not None and not isinstance(want_stream, bool):
         raise ApiError(400, "stream must be a boolean", "invalid_body", "stream")
     options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise ApiError(400, "stream_options must be an object", "invalid_body", "stream_options")
+    if options is not None and not (isinstance(options, dict) and isinstance(
+            options.get("include_usage", False), bool)):
+        raise ApiError(400, "stream_options must be an object; include_usage a boolean",
+                       "invalid_body", "stream_options")
     include_usage = bool(options and options.get("include_usage") is True)
     job_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     try:

@@ -80,11 +80,16 @@ async def upload(request: Request) -> JSONResponse:
         raise ApiError(400, "upload a file as multipart/form-data with fields `file` and "
                        "`purpose`", "invalid_content_type")
     try:
-        form = await request.form(max_files=1, max_fields=8)
+        form = await request.form(max_files=1, max_fields=64)
     except ApiError:
         raise
     except Exception as exc:  # malformed multipart: the client's mistake
         raise ApiError(400, f"malformed multipart body: {exc}", "invalid_multipart") from None
+    unknown = sorted(set(form.keys()) - {"file", "purpose"})
+    if unknown:
+        await form.close()
+        raise ApiError(400, f"unknown form field(s) {unknown} (expected `file` and `purpose`)",
+                       "unknown_field", unknown[0])
     purpose = form.get("purpose")
     upload_file = form.get("file")
     if not isinstance(purpose, str) or purpose not in PURPOSES:

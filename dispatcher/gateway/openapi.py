@@ -49,13 +49,16 @@ SCHEMAS: dict[str, Any] = {
     "ChatRequest": {
         "type": "object", "required": ["model", "messages"],
         "properties": {
-            "model": {"type": "string", "description": "a tag (fast) or a target (provider/model)"},
+            "model": {"type": "string", "minLength": 1, "example": "fast",
+                      "description": "a tag (fast) or a target (provider/model)"},
             "messages": {"type": "array", "minItems": 1, "items": {
-                "type": "object", "required": ["role"], "properties": {"role": _STR}}},
-            "max_tokens": {"type": "integer", "minimum": 1},
-            "max_completion_tokens": {"type": "integer", "minimum": 1},
-            "stream": {"type": "boolean"},
-            "stream_options": {"type": "object", "properties": {
+                "type": "object", "required": ["role"], "properties": {"role": {
+                    "type": "string", "example": "user",
+                    "description": "system, developer, user, assistant or tool"}}}},
+            "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
+            "max_completion_tokens": {"type": "integer", "minimum": 1, "nullable": True},
+            "stream": {"type": "boolean", "nullable": True},
+            "stream_options": {"type": "object", "nullable": True, "properties": {
                 "include_usage": {"type": "boolean"}}},
         }},
     "ChatCompletion": {"type": "object", "required": ["choices"], "properties": {
@@ -130,7 +133,11 @@ def _paging(max_limit: int) -> list[dict[str, Any]]:
 
 def document() -> dict[str, Any]:
     chat_ok = _json(_ref("ChatCompletion"), "the completion")
-    chat_ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+    chat_ok["content"]["text/event-stream"] = {"schema": {  # one event (OpenAPI < 3.2)
+        "type": "object", "required": ["data"], "properties": {
+            "data": {"type": "string",
+                     "description": "a chat.completion.chunk as JSON; the last is [DONE]"},
+            "event": _STR}}}
     chat_ok["headers"] = _DISPATCH_HEADERS
     return {
         "openapi": "3.0.3",
@@ -160,7 +167,8 @@ def document() -> dict[str, Any]:
             "/v1/files": {
                 "post": {"operationId": "createFile", "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": {
-                        "type": "object", "required": ["file", "purpose"], "properties": {
+                        "type": "object", "required": ["file", "purpose"],
+                        "additionalProperties": False, "properties": {
                             "file": {"type": "string", "format": "binary"},
                             "purpose": {"type": "string", "enum": ["batch"]}}}}}},
                     "responses": {"200": _json(_ref("File"), "the stored file"),

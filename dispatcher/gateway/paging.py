@@ -8,7 +8,6 @@ from typing import Any
 
 from starlette.requests import Request
 
-from dispatcher.gateway.errors import ApiError
 from dispatcher.gateway.requests import number_param
 
 
@@ -27,8 +26,9 @@ def page(request: Request, r, index: str, load: Callable[[str], dict[str, Any] |
     start = 0
     if after:
         rank = r.zrevrank(index, after)
-        if rank is None:
-            raise ApiError(400, f"after: unknown id {after!r}", "invalid_cursor", "after")
+        if rank is None:  # expired or deleted (or never was): nothing comes after it
+            return {"object": "list", "data": [], "first_id": None, "last_id": None,
+                    "has_more": False}
         start = rank + 1
     data: list[dict[str, Any]] = []
     cursor = start
