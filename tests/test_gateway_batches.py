@@ -120,6 +120,10 @@ def test_cancel_list_and_client_mistakes(env) -> None:
     r = httpx.post(f"{url}/files", files={"file": ("a.jsonl", b"{}")}, data={"purpose": "x"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "purpose"
     r = httpx.post(f"{url}/files", data={"purpose": "batch"}, files={"other": ("a", b"1")})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "other"
+    r = httpx.post(f"{url}/files", data={"purpose": "batch"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_content_type"
+    r = httpx.post(f"{url}/files", files={"purpose": (None, "batch")})   # multipart, no file
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
     assert httpx.get(f"{url}/batches?limit=0").status_code == 400
     assert httpx.get(f"{url}/batches?after=batch_nope").json()["data"] == []
