@@ -89,3 +89,15 @@ def test_tokens_size_limits_and_error_shapes(server: GatewayServer) -> None:
     assert r.status_code == 404 and _error(r)["code"] == "unknown_url"
     r = httpx.delete(f"{url}/v1/models", headers=ok)
     assert r.status_code == 405 and _error(r)["type"] == "invalid_request_error"
+
+
+def test_compose_gateway_service_needs_tokens_and_publishes_on_loopback() -> None:
+    import yaml
+
+    from tests.test_compose import COMPOSE
+
+    svc = yaml.safe_load(COMPOSE.read_text())["services"]["gateway"]
+    assert svc["command"][:3] == ["serve", "--host", "0.0.0.0"]
+    assert svc["environment"]["DISPATCH_API_KEYS"].startswith("${DISPATCH_API_KEYS:?")
+    assert all(p.startswith("127.0.0.1:") for p in svc["ports"])
+    assert "/healthz" in " ".join(svc["healthcheck"]["test"])

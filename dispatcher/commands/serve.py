@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
         simulate: bool = typer.Option(False, "--simulate",
                                       help="Send every call to the local provider simulator."),
         config: str = typer.Option(None, "--config", help="Configuration directory."),
-        log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level."),
+        log_level: str = typer.Option("warning", "--log-level", "--loglevel",
+                                      help="uvicorn's log level."),
     ) -> None:
         """The OpenAI-compatible HTTP API: chat completions, models, files, batches."""
         from dispatcher.gateway.auth import check_bind, parse_tokens
@@ -38,7 +39,7 @@ def register(app: typer.Typer) -> None:
         refusal = check_bind(host, tokens)
         if refusal:
             fail(refusal)
-        raise typer.Exit(_serve(cfg, host, port, simulate, tokens, log_level))
+        raise typer.Exit(_serve(cfg, host, port, simulate, tokens, log_level.lower()))
 
 
 def _serve(cfg, host: str, port: int, simulate: bool, tokens: list[str], log_level: str) -> int:

@@ -65,18 +65,22 @@ def register(app: typer.Typer) -> None:
         beat: bool = typer.Option(True, "--beat/--no-beat", help="Start beat (schedules)."),
         loglevel: str = typer.Option("info", "--loglevel", "-l"),
         config: str = typer.Option(None, "--config", help="Configuration directory."),
+        api_port: int = typer.Option(8000, "--api-port",
+                                     help="Port of the HTTP API (dispatch serve); 0: none."),
     ) -> None:
-        """Run Redis (if needed), routers, provider workers, beat and Flower until Ctrl-C."""
+        """Run Redis (if needed), routers, provider workers, beat, Flower and the HTTP API
+        until Ctrl-C."""
         cfg = load_or_exit(config, simulate=simulate)
         providers = [p for p in cfg.providers if cfg.enabled(p)]
         if not providers:
             disabled = "; ".join(f"{p}: {cfg.status(p).reason}" for p in cfg.providers)
             fail(f"no provider is enabled ({disabled}); set a key or use --simulate")
-        raise typer.Exit(_up(cfg, providers, simulate, flower, flower_port, beat, loglevel))
+        raise typer.Exit(_up(cfg, providers, simulate, flower, flower_port, beat, loglevel,
+                             api_port))
 
 
 def _up(cfg, providers: list[str], simulate: bool, flower: bool, flower_port: int,
-        beat: bool, loglevel: str) -> int:
+        beat: bool, loglevel: str, api_port: int = 0) -> int:
     from redis import RedisError
 
     from dispatcher.local import LocalStack
@@ -112,6 +116,10 @@ def _up(cfg, providers: list[str], simulate: bool, flower: bool, flower_port: in
                 stack.start_worker("flower", argv)
                 auth = " (basic auth)" if os.environ.get("FLOWER_BASIC_AUTH") else ""
                 flower_note = f"http://127.0.0.1:{flower_port}{auth}"
+        if api_port:  # the OpenAI-compatible API, loopback only (docs/gateway.md)
+            stack.start_worker("gateway", ["serve", "--port", str(api_port), *common,
+                                           *(["--simulate"] if simulate else [])])
+            out.print(f"HTTP API   http://127.0.0.1:{api_port}/v1", highlight=False)
         _print_topology(out, stack, url, sim_url, flower_note, state_dir, simulate)
         return _supervise(out, stack)
     except KeyboardInterrupt:
