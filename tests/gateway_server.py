@@ -23,7 +23,7 @@ def free_port() -> int:
 
 class GatewayServer:
     def __init__(self, config_dir: Path, tokens: list[str] | None = None,
-                 simulate: bool = True):
+                 simulate: bool = True, rt=None):
         self.config_dir = config_dir
         self.tokens = tokens or []
         self.simulate = simulate
@@ -31,6 +31,8 @@ class GatewayServer:
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
         self.gw = None
+        self.rt = rt
+        """A runtime of its own (e.g. on an unreachable Redis); default: the process's."""
 
     @property
     def url(self) -> str:
@@ -42,8 +44,10 @@ class GatewayServer:
         from dispatcher.gateway.state import Gateway
         from workers.runtime import get_runtime
 
-        rt = get_runtime()
-        rt.quota(self.simulate).ensure_limits()
+        rt = self.rt
+        if rt is None:
+            rt = get_runtime()
+            rt.quota(self.simulate).ensure_limits()
         self.gw = Gateway(rt, simulate=self.simulate, tokens=self.tokens,
                           cfg=load_config(self.config_dir, simulate=self.simulate))
         config = uvicorn.Config(build_app(self.gw), host="127.0.0.1", port=self.port,

@@ -128,3 +128,24 @@ def test_waits_for_capacity_then_429_with_retry_after(env) -> None:
     assert stats["over_limit"] == 0 and stats["received"] == 4
     # the demand it registered while waiting is gone
     assert not [k for k in cluster.r.scan_iter(f"{cluster.namespace}:gw:demand:*")]
+
+
+def test_redis_unreachable_fails_closed_with_503(tmp_path: Path) -> None:
+    from dispatcher.config import load_config
+    from dispatcher.connect import redis_client
+    from workers.runtime import Runtime
+
+    cfg_dir = write_config(tmp_path / "config", {"p": provider(model("m1"))},
+                           {"fast": ["p/m1"]})
+    with Cluster(cfg_dir, tmp_path) as cluster:
+        dead = Runtime(load_config(cfg_dir, simulate=True),
+                       redis_client("redis://127.0.0.1:9/0"), cluster.namespace)
+        with GatewayServer(cfg_dir, rt=dead) as gw:
+            body = {"model": "fast", "messages": HELLO}
+            r = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=30)
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "quota_store_unavailable"
+            with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=30,
+                              json={**body, "stream": True}) as s:
+                assert s.status_code == 503
+        assert cluster.stats()["totals"]["received"] == 0       # nothing was sent

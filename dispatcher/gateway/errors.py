@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from workers.quota.engine import QuotaUnavailable
 
 log = logging.getLogger("dispatch.gateway")
 
@@ -59,11 +62,25 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return ApiError(exc.status_code, str(message), code, headers=exc.headers).response()
 
 
-async def internal_error_handler(request: Request, exc: Exception) -> Response:
-    log.exception("internal error on %s %s", request.method, request.url.path)
+def api_error_for(exc: BaseException, where: str) -> ApiError:
+    """Any exception as the error a client gets: Redis (the quota store) unreachable is a
+    503 (nothing was sent upstream: fail closed); anything else is a bug here, a 500."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, RedisError | QuotaUnavailable):
+        log.error("quota store unavailable on %s: %s", where, exc)
+        return ApiError(503, "the quota store (Redis) is unreachable; nothing was sent",
+                        "quota_store_unavailable", type_="server_error",
+                        headers={"Retry-After": "5"})
+    log.error("internal error on %s", where, exc_info=exc)
     return ApiError(500, "internal error in the gateway (see its log)", "internal_error",
-                    type_="server_error").response()
+                    type_="server_error")
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    return api_error_for(exc, f"{request.method} {request.url.path}").response()
 
 
 HANDLERS = {ApiError: api_error_handler, HTTPException: http_error_handler,
+            RedisError: internal_error_handler, QuotaUnavailable: internal_error_handler,
             Exception: internal_error_handler}

@@ -23,7 +23,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "invalid request", 401: "missing or wrong bearer token",
             404: "not found", 409: "conflict", 413: "request body too large",
             429: "no capacity within the allowed wait (see Retry-After)",
-            502: "every target failed without a usable answer"}
+            502: "every target failed without a usable answer",
+            503: "the quota store is unreachable (nothing was sent)"}
     out: dict[str, Any] = {}
     for c in codes:
         out[str(c)] = _json(_ref("Error"), text[c])
@@ -157,7 +158,8 @@ def document() -> dict[str, Any]:
                                 "schema": {"type": "number", "minimum": 0}}],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": _ref("ChatRequest")}}},
-                "responses": {"200": chat_ok, **_errors(400, 401, 404, 413, 429, 502)}}},
+                "responses": {"200": chat_ok,
+                              **_errors(400, 401, 404, 413, 429, 502, 503)}}},
             "/v1/models": {"get": {"operationId": "listModels", "responses": {
                 "200": _json(_ref("ModelList"), "tags and targets"), **_errors(401)}}},
             "/v1/models/{model}": {"get": {

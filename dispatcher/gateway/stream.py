@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,9 +19,8 @@ from starlette.responses import Response, StreamingResponse
 
 from dispatcher.batchfile import JobSpec
 from dispatcher.gateway import engine
-from dispatcher.gateway.errors import ApiError
+from dispatcher.gateway.errors import api_error_for
 
-log = logging.getLogger("dispatch.gateway")
 _background: set[asyncio.Task] = set()
 
 
@@ -75,12 +73,8 @@ async def respond(gw, spec: JobSpec, wait_s: float, include_usage: bool) -> Resp
             result = await engine.run(gw, spec, wait_s, stream=True, on_chunk=on_chunk,
                                       started=began.is_set, progress=progress)
             queue.put_nowait(("end", result))
-        except ApiError as exc:
-            queue.put_nowait(("error", exc))
-        except Exception:  # a bug: logged, and the client gets a proper error
-            log.exception("streamed chat completion failed")
-            queue.put_nowait(("error", ApiError(500, "internal error in the gateway",
-                                                "internal_error", type_="server_error")))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error
+            queue.put_nowait(("error", api_error_for(exc, "streamed chat completion")))
 
     task = asyncio.create_task(drive())
     _background.add(task)
