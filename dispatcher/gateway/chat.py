@@ -65,5 +65,6 @@ async def chat_completions(request: Request) -> Response:
     if want_stream:
         return await stream.respond(gw, spec, wait_s, include_usage)
     result = await engine.run(gw, spec, wait_s)
+    engine.record_usage(gw, result)
     return JSONResponse(result.outcome.body, status_code=result.outcome.status,
                         headers=dispatch_headers(result.target, result.attempts))

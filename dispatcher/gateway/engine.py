@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +32,6 @@ from dispatcher.routing import choose_target
 from workers import attempt
 from workers.caller import backoff_s, next_step, react
 from workers.providers.outcomes import JobRejected, RateLimited, Success, TargetRejected
-from workers.quota.costs import estimate_cost
 
 Chunk = Callable[[str, dict[str, Any]], None]
 """Receives ``(target, chunk)`` for each streamed chunk, in the calling thread."""
@@ -69,53 +70,56 @@ class Result:
     attempts: int
 
 
-def _delays(gw, spec: JobSpec, remaining: list[str]) -> list[float | None]:
-    """How soon each target could start (None: never), probed lazily as the pump does:
-    the routing rule takes the first within the preference delay."""
-    quota, cfg = gw.quota(), gw.config
-    within = cfg.settings.routing.preference_delay_s
-    out: list[float | None] = [None] * len(remaining)
-    for i, key in enumerate(remaining):
-        t = cfg.target(key)
-        p = quota.probe(t, estimate_cost(spec.body, t.model, cfg.settings.quota,
-                                         cfg.settings.jobs))
-        out[i] = 0.0 if p.granted else (None if p.never else p.wait_s)
-        if out[i] is not None and out[i] <= within:
-            break
-    return out
+_usage_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-usage")
+
+
+def record_usage(gw, result: Result) -> None:
+    """The served call's usage for ``dispatch report``, written by a background thread: the
+    attempt path defers it so the answer goes out first, and the request (and the next one
+    on its connection) never waits for it. ``record_usage`` never raises."""
+    from workers.usage import record_usage as write
+
+    _usage_writer.submit(write, gw.rt, result.target, result.outcome.usage, gw.simulate)
 
 
 def step(gw, spec: JobSpec, excluded: set[str], stream: bool,
          on_chunk: Chunk | None) -> Called | Wait | NoneLeft:
-    """Choose a target and, when it can start now, reserve and call it (blocking)."""
+    """Choose a target and, when it can start now, reserve and call it (blocking).
+
+    The routing rule (:func:`~dispatcher.routing.choose_target`) takes the first target
+    free within the preference delay, so each target in turn is simply *offered* the
+    reservation: granted, it is the choice (every target before it is further off than the
+    preference delay); refused, its wait is its delay. One quota script per target looked
+    at, none spent on probing first.
+    """
+    cfg, quota = gw.config, gw.quota()
+    within = cfg.settings.routing.preference_delay_s
     remaining = [t for t in spec.targets if t not in excluded]
-    delays = _delays(gw, spec, remaining)
-    idx = choose_target(delays, gw.config.settings.routing.preference_delay_s)
+    delays: list[float | None] = [None] * len(remaining)
+    for i, key in enumerate(remaining):
+        target = cfg.target(key)
+        ready = attempt.prepare(gw.rt, target, spec.body, gw.simulate)
+        if ready.base_url is None or ready.api_key is None:
+            excluded.add(key)  # disabled since validation (a base_url variable went away)
+            continue
+        if stream:
+            ready = dataclasses.replace(ready, body={
+                **ready.body, "stream": True, "stream_options": {"include_usage": True}})
+        asked_at = time.monotonic()
+        res = quota.reserve(target, ready.cost, interactive.reservation_id())
+        if res.granted:
+            forward = None if on_chunk is None else functools.partial(on_chunk, key)
+            outcome, latency = attempt.send(gw.rt, ready, res.reservation_id, asked_at,
+                                            defer_success_usage=True, on_chunk=forward)
+            react(quota, target, outcome)
+            return Called(key, outcome, latency)
+        delays[i] = None if res.never else res.wait_s
+        if delays[i] is not None and delays[i] <= within:
+            break
+    idx = choose_target(delays, within)
     if idx is None:
         return NoneLeft()
-    key = remaining[idx]
-    soonest = min(d for d in delays if d is not None)
-    if (delays[idx] or 0.0) > 0:
-        return Wait(key, delays[idx] or 0.0, soonest)
-    target = gw.config.target(key)
-    ready = attempt.prepare(gw.rt, target, spec.body, gw.simulate)
-    if ready.base_url is None or ready.api_key is None:
-        excluded.add(key)
-        return step(gw, spec, excluded, stream, on_chunk) if len(excluded) < len(
-            spec.targets) else NoneLeft()
-    if stream:
-        ready = dataclasses.replace(ready, body={
-            **ready.body, "stream": True, "stream_options": {"include_usage": True}})
-    quota = gw.quota()
-    asked_at = time.monotonic()
-    res = quota.reserve(target, ready.cost, interactive.reservation_id())
-    if not res.granted:
-        return Wait(key, 0.0 if res.never else res.wait_s, min(soonest, res.wait_s))
-    forward = None if on_chunk is None else (lambda chunk: on_chunk(key, chunk))
-    outcome, latency = attempt.send(gw.rt, ready, res.reservation_id, asked_at,
-                                    on_chunk=forward)
-    react(quota, target, outcome)
-    return Called(key, outcome, latency)
+    return Wait(remaining[idx], delays[idx] or 0.0, min(d for d in delays if d is not None))
 
 
 def retry_after(seconds: float) -> str:

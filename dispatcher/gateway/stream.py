@@ -73,6 +73,7 @@ async def respond(gw, spec: JobSpec, wait_s: float, include_usage: bool) -> Resp
             result = await engine.run(gw, spec, wait_s, stream=True, on_chunk=on_chunk,
                                       started=began.is_set, progress=progress)
             queue.put_nowait(("end", result))
+            engine.record_usage(gw, result)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error
             queue.put_nowait(("error", api_error_for(exc, "streamed chat completion")))
 
