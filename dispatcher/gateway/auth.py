@@ -88,15 +88,16 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if path not in OPEN_PATHS and not token_ok(headers.get("authorization"), self.tokens):
+        headers = {k: v.decode("latin-1") for k, v in scope["headers"]
+                   if k in (b"authorization", b"content-length")}
+        if path not in OPEN_PATHS and not token_ok(headers.get(b"authorization"), self.tokens):
             await _send_error(send, ApiError(
                 401, "missing or invalid bearer token (Authorization: Bearer <token>, one of "
                 "DISPATCH_API_KEYS)", "invalid_api_key",
                 headers={"www-authenticate": "Bearer"}))
             return
         limit = self.max_body(path)
-        length = headers.get("content-length")
+        length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
                 await _send_error(send, ApiError(400, "invalid Content-Length", "invalid_request"))

@@ -19,14 +19,13 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from anyio import to_thread
 
 from dispatcher.batchfile import JobSpec
-from dispatcher.gateway import interactive
+from dispatcher.gateway import interactive, usage
 from dispatcher.gateway.errors import ApiError
 from dispatcher.routing import choose_target
 from workers import attempt
@@ -70,16 +69,11 @@ class Result:
     attempts: int
 
 
-_usage_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-usage")
-
-
 def record_usage(gw, result: Result) -> None:
-    """The served call's usage for ``dispatch report``, written by a background thread: the
-    attempt path defers it so the answer goes out first, and the request (and the next one
-    on its connection) never waits for it. ``record_usage`` never raises."""
-    from workers.usage import record_usage as write
-
-    _usage_writer.submit(write, gw.rt, result.target, result.outcome.usage, gw.simulate)
+    """The served call's usage for ``dispatch report`` (written in batches, see
+    :mod:`dispatcher.gateway.usage`): the attempt path defers it so the answer goes out
+    first."""
+    usage.BUFFER.add(gw.rt, result.target, result.outcome.usage, gw.simulate)
 
 
 def step(gw, spec: JobSpec, excluded: set[str], stream: bool,
@@ -143,7 +137,7 @@ async def run(gw, spec: JobSpec, max_wait_s: float, stream: bool = False,
     retries: dict[str, int] = {}
     attempts = 0
     last: Called | None = None
-    waiter = interactive.new_waiter()
+    waiter = ""  # named when it first has to wait
     claimed: set[str] = set()
     windows = {k: cfg.target(k).model.context_window for k in spec.targets}
     try:
@@ -160,6 +154,7 @@ async def run(gw, spec: JobSpec, max_wait_s: float, stream: bool = False,
                         f"{max_wait_s:g}s (next in ~{got.soonest_s:.1f}s)",
                         "rate_limit_exceeded", type_="rate_limit_error",
                         headers={"Retry-After": retry_after(got.soonest_s)})
+                waiter = waiter or interactive.new_waiter()
                 interactive.register(gw.r, gw.namespace, got.target, waiter)
                 claimed.add(got.target)
                 await asyncio.sleep(min(max(got.wait_s, 0.005), 1.0))
