@@ -60,6 +60,9 @@ from bench.common import (  # noqa: E402
 )
 
 MESSAGES = [{"role": "user", "content": "Say hello to the benchmark, briefly."}]
+TOKEN = "sk-bench-" + os.urandom(12).hex()
+"""Both servers check a bearer token (ours from DISPATCH_API_KEYS, LiteLLM's master key)."""
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -112,7 +115,7 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "REDIS_URL": BENCH_REDIS_URL, "DISPATCH_NAMESPACE": namespace,
                "DISPATCH_CONFIG": str(cfg_dir), "DISPATCH_SIMULATOR_URL": sim_url}
-        env.pop("DISPATCH_API_KEYS", None)
+        env["DISPATCH_API_KEYS"] = TOKEN
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = open(LOG_DIR / "gateway.log", "wb")  # noqa: SIM115 - the process owns it
         self.proc = subprocess.Popen(
@@ -140,6 +143,7 @@ class LiteLLMProxy:
         if tpm:
             params["tpm"] = tpm
         cfg = {"model_list": [{"model_name": "fast", "litellm_params": params}],
+               "general_settings": {"master_key": TOKEN},
                "router_settings": {"routing_strategy": "usage-based-routing-v2",
                                    "enable_pre_call_checks": True, "num_retries": 0},
                "litellm_settings": {"num_retries": 0, "request_timeout": 60}}
@@ -168,6 +172,7 @@ async def _load(url: str, seconds: float, conc: int, headers: dict[str, str]) ->
     counts: dict[str, int] = {}
     lat: list[float] = []
     stop = time.monotonic() + seconds
+    headers = {**AUTH, **headers}
     async with httpx.AsyncClient(limits=limits, timeout=180) as client:
         async def one() -> None:
             while time.monotonic() < stop:
@@ -194,7 +199,8 @@ def run_load(url: str, seconds: float, conc: int, headers: dict[str, str] | None
              ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, __file__, "--load", url, str(seconds), str(conc),
-         json.dumps(headers or {})], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+         json.dumps(headers or {})], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "BENCH_TOKEN": TOKEN})
 
 
 def load_result(proc: subprocess.Popen[str]) -> dict:
@@ -221,7 +227,7 @@ def part_latency(tmp: Path, samples: int) -> dict:
             r1 = c.post(f"{sim.url}/p/v1/chat/completions", json={**body, "model": "m1"},
                         headers={"Authorization": "Bearer simulated"})
             t1 = time.perf_counter()
-            r2 = c.post(f"{gw.url}/v1/chat/completions", json=body)
+            r2 = c.post(f"{gw.url}/v1/chat/completions", json=body, headers=AUTH)
             t2 = time.perf_counter()
             assert r1.status_code == 200 and r2.status_code == 200, r2.text
             if i >= 50:  # warm-up: connections, imports, script cache
@@ -359,7 +365,7 @@ def part_priority(tmp: Path, warmup: float, window: float, every: float) -> dict
                 until_free = 0.0 if free_in.granted else free_in.wait_s
                 t = time.perf_counter()
                 r = c.post(f"{gw.url}/v1/chat/completions", json=body,
-                           headers={"X-Dispatch-Max-Wait": "60"})
+                           headers={**AUTH, "X-Dispatch-Max-Wait": "60"})
                 took = time.perf_counter() - t
                 assert r.status_code == 200, r.text
                 rows.append((until_free, max(0.0, took - 0.05)))
@@ -386,6 +392,7 @@ def part_priority(tmp: Path, warmup: float, window: float, every: float) -> dict
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--load":
+        AUTH["Authorization"] = f"Bearer {os.environ['BENCH_TOKEN']}"
         url, seconds, conc, headers = sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), \
             json.loads(sys.argv[5])
         print(json.dumps(asyncio.run(_load(url, seconds, conc, headers))))

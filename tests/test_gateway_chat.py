@@ -149,3 +149,19 @@ def test_redis_unreachable_fails_closed_with_503(tmp_path: Path) -> None:
                               json={**body, "stream": True}) as s:
                 assert s.status_code == 503
         assert cluster.stats()["totals"]["received"] == 0       # nothing was sent
+
+
+def test_sdk_models_lists_tags_and_targets(env) -> None:
+    cluster, gw, client = env
+    models = {m.id: m for m in client.models.list()}
+    assert {"fast", "bulk", "reasoning", "vision", "pricey"} <= set(models)
+    assert {"a/m1", "a/tight", "a/slow", "a/dear", "b/m2"} <= set(models)
+    fast = models["fast"].model_dump()
+    assert fast["kind"] == "tag" and fast["enabled"] is True
+    assert fast["targets"] == ["a/m1", "b/m2"]
+    assert models["pricey"].model_dump()["enabled"] is False     # its only target is paid
+    target = client.models.retrieve("b/m2").model_dump()
+    assert target["kind"] == "target" and target["owned_by"] == "b"
+    assert target["context_window"] == 8192
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
