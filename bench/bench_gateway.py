@@ -19,8 +19,9 @@ worker) is pointed at the same simulator with the same model and limits.
   (tokens bind): a warm-up, then a 60 s window; served in the window / the most the
   limits allow in it (utilization), and the simulator's over-limit count over the run.
   Our clients send ``X-Dispatch-Max-Wait: 60`` (they wait instead of failing).
-- **priority**: a batch backlog saturating a tag (``dispatch worker`` processes) while an
-  interactive request arrives every 2 s; for each, the time until its target frees (the
+- **priority**: a batch backlog saturating a tag (2 requests/s; ``dispatch worker``
+  processes: a router and the provider's worker) while an interactive request arrives
+  every 2 s; for each, the time until its target frees (the
   quota engine's probe just before sending) and the time it waited (latency minus the
   simulator's fixed 50 ms); utilization (batch + interactive, window of 60 s) and over-limit.
 """
@@ -332,7 +333,7 @@ def part_priority(tmp: Path, warmup: float, window: float, every: float) -> dict
     from workers.quota.costs import estimate_cost
 
     flush_bench_db()
-    limits = [{"unit": "requests", "limit": 60, "per": "minute"}]
+    limits = [{"unit": "requests", "limit": 2, "per": "second"}]
     cfg_dir = config(tmp / "prio", limits, concurrency=8)
     cfg = load_config(cfg_dir, simulate=True)
     sim = RemoteSimulator(cfg_dir, (0.05, 0.05))
@@ -353,7 +354,7 @@ def part_priority(tmp: Path, warmup: float, window: float, every: float) -> dict
             w.start("provider", "--provider", "p")
             w.wait_ready(rt.r)
             specs = parse_batch([job_line(f"b{i}", "fast") for i in range(
-                int((warmup + window) * 1.5) + 60)], cfg)
+                int((warmup + window) * 2 * 1.5) + 60)], cfg)
             t0 = time.monotonic()
             batch = submit(specs, simulated=True, deadline_s=3600)
             c = httpx.Client(timeout=120)
@@ -381,7 +382,7 @@ def part_priority(tmp: Path, warmup: float, window: float, every: float) -> dict
         sim.stop()
     util = _utilization(cfg_dir, s0, s1, l0, window)
     excess = [waited - free for free, waited in rows]
-    return {"limit": "60 requests/min", "interactive": len(rows),
+    return {"limit": "2 requests/s", "interactive": len(rows),
             "until_free_p95_s": round(pct([f for f, _ in rows], .95), 3),
             "waited_p95_s": round(pct([w_ for _, w_ in rows], .95), 3),
             "waited_minus_until_free_p95_s": round(pct(excess, .95), 3),
