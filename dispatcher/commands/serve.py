@@ -74,7 +74,8 @@ def _serve(cfg, host: str, port: int, simulate: bool, tokens: list[str], log_lev
                   highlight=False)
         app = build_app(Gateway(rt, simulate=simulate, tokens=tokens, cfg=cfg))
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                               access_log=False, timeout_graceful_shutdown=10))
+                                               access_log=False, timeout_graceful_shutdown=10,
+                                               proxy_headers=False))
         server.run()
         return 0 if server.started else EXIT_INFRA
     except (LimitsMismatch, RedisError) as exc:

@@ -6,10 +6,8 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
-from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -23,8 +21,6 @@ from dispatcher.gateway.openapi import document
 from dispatcher.gateway.state import Gateway
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-THREADS = 256
-"""Worker threads for blocking work (an upstream call holds one for its whole duration)."""
 MB = 1024 * 1024
 
 
@@ -40,8 +36,8 @@ async def openapi(request: Request) -> JSONResponse:
 def _route(path: str, **handlers: Endpoint) -> Route:
     """One route per path, whatever its methods, so a 405 lists them all in ``Allow``."""
 
-    async def endpoint(request: Request) -> Response:
-        return await handlers[request.method](request)
+    async def endpoint(request: Request) -> Response:  # HEAD is served as GET
+        return await handlers.get(request.method, handlers.get("GET"))(request)
 
     return Route(path, endpoint, methods=list(handlers))
 
@@ -51,11 +47,6 @@ def build_app(gw: Gateway) -> Starlette:
 
     def max_body(path: str) -> int:
         return int((limits.max_file_mb if path == "/v1/files" else limits.max_request_mb) * MB)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        to_thread.current_default_thread_limiter().total_tokens = THREADS
-        yield
 
     routes = [
         _route("/healthz", GET=healthz),
@@ -70,9 +61,8 @@ def build_app(gw: Gateway) -> Starlette:
         _route("/v1/batches/{batch_id}", GET=batches.get),
         _route("/v1/batches/{batch_id}/cancel", POST=batches.cancel),
     ]
-    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan,
-                    middleware=[Middleware(GuardMiddleware, tokens=gw.tokens,
-                                           max_body=max_body)])
+    guard = Middleware(GuardMiddleware, tokens=gw.tokens, max_body=max_body)
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, middleware=[guard])
     app.state.gw = gw
     app.state.openapi = document()
     return app

@@ -15,7 +15,6 @@ import time
 import uuid
 from typing import Any
 
-from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -192,7 +191,7 @@ def create_sync(gw, body: dict[str, Any]) -> dict[str, Any]:
 async def create(request: Request) -> JSONResponse:
     gw = request.app.state.gw
     body = await json_object(request)
-    return JSONResponse(await to_thread.run_sync(create_sync, gw, body))
+    return JSONResponse(await gw.blocking(create_sync, gw, body))
 
 
 def _or_404(obj: dict[str, Any] | None, batch: str) -> dict[str, Any]:
@@ -204,7 +203,7 @@ def _or_404(obj: dict[str, Any] | None, batch: str) -> dict[str, Any]:
 async def get(request: Request) -> JSONResponse:
     gw = request.app.state.gw
     batch = request.path_params["batch_id"]
-    return JSONResponse(_or_404(await to_thread.run_sync(load, gw, batch), batch))
+    return JSONResponse(_or_404(await gw.blocking(load, gw, batch), batch))
 
 
 def cancel_sync(gw, batch: str) -> dict[str, Any]:
@@ -223,7 +222,7 @@ def cancel_sync(gw, batch: str) -> dict[str, Any]:
 
 async def cancel(request: Request) -> JSONResponse:
     gw = request.app.state.gw
-    return JSONResponse(await to_thread.run_sync(cancel_sync, gw,
+    return JSONResponse(await gw.blocking(cancel_sync, gw,
                                                  request.path_params["batch_id"]))
 
 
@@ -233,4 +232,4 @@ async def list_batches(request: Request) -> JSONResponse:
     def build() -> dict[str, Any]:
         return page(request, gw.r, index_key(gw.namespace), lambda b: load(gw, b))
 
-    return JSONResponse(await to_thread.run_sync(build))
+    return JSONResponse(await gw.blocking(build))

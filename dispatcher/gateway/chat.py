@@ -20,7 +20,7 @@ _PARAMS = {"no_messages": "messages", "invalid_body": None, "missing_model": "mo
            "too_large": "messages", "max_tokens_too_large": "max_tokens", "no_target": "model"}
 
 
-def validate(body: dict[str, Any], cfg) -> tuple[JobSpec, bool, bool]:
+def validate(body: dict[str, Any], cfg, memo=None) -> tuple[JobSpec, bool, bool]:
     """``(job, stream, include_usage)``: the body checked exactly as a batch line is (one
     validator, :func:`dispatcher.batchfile.parse_job`), streaming aside."""
     want_stream = body.get("stream")
@@ -34,7 +34,7 @@ def validate(body: dict[str, Any], cfg) -> tuple[JobSpec, bool, bool]:
     include_usage = bool(options and options.get("include_usage") is True)
     job_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     try:
-        spec = parse_job({"custom_id": "chat", "body": job_body}, cfg)
+        spec = parse_job({"custom_id": "chat", "body": job_body}, cfg, memo=memo)
     except BatchInvalid as exc:
         p = exc.problems[0]
         message = "; ".join(q.message for q in exc.problems)
@@ -60,7 +60,7 @@ def dispatch_headers(target: str, attempts: int) -> dict[str, str]:
 async def chat_completions(request: Request) -> Response:
     gw = request.app.state.gw
     body = await json_object(request)
-    spec, want_stream, include_usage = validate(body, gw.config)
+    spec, want_stream, include_usage = validate(body, gw.config, gw.memo)
     wait_s = max_wait(request, gw.config.settings.gateway.max_wait_s)
     if want_stream:
         return await stream.respond(gw, spec, wait_s, include_usage)

@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from anyio import to_thread
-
 from dispatcher.batchfile import JobSpec
 from dispatcher.gateway import interactive, usage
 from dispatcher.gateway.errors import ApiError
@@ -143,7 +141,7 @@ async def run(gw, spec: JobSpec, max_wait_s: float, stream: bool = False,
     try:
         while True:
             progress["attempts"] = attempts + 1
-            got = await to_thread.run_sync(step, gw, spec, excluded, stream, on_chunk)
+            got = await gw.blocking(step, gw, spec, excluded, stream, on_chunk)
             if isinstance(got, NoneLeft):
                 raise _give_up(last, spec)
             if isinstance(got, Wait):
