@@ -77,6 +77,9 @@ def _serve(cfg, host: str, port: int, simulate: bool, tokens: list[str], log_lev
                                                access_log=False, timeout_graceful_shutdown=10,
                                                proxy_headers=False))
         server.run()
+        from dispatcher.gateway.usage import BUFFER
+
+        BUFFER.flush()  # the last report lines, while Redis is still there
         return 0 if server.started else EXIT_INFRA
     except (LimitsMismatch, RedisError) as exc:
         mismatch = isinstance(exc, LimitsMismatch)
