@@ -48,6 +48,15 @@ def test_sdk_chat_names_the_target_and_counts_the_attempts(env) -> None:
     # max_completion_tokens is the current name of max_tokens
     c = client.chat.completions.create(model="bulk", messages=HELLO, max_completion_tokens=5)
     assert c.usage.completion_tokens == 5
+    # usage reaches `dispatch report` (written in batches, off the request path)
+    from dispatcher.gateway.usage import BUFFER
+    from workers.usage import days_back, load_usage
+
+    BUFFER.flush()
+    day = days_back(1)[0]
+    usage = load_usage(cluster.r, cluster.namespace, [day], simulated=True)[day]
+    assert usage["a/m1"].ok == 1 and usage["b/m2"].ok == 2
+    assert usage["b/m2"].completion_tokens == pinned.parse().usage.completion_tokens + 5
 
 
 def test_sdk_streaming_reconciles_quota_with_the_last_chunk(env) -> None:
