@@ -70,6 +70,13 @@ def test_upload_batch_poll_download_and_the_openai_split(env, tmp_path: Path) ->
                                env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and batch.id in shown.output
 
+    # a batch submitted with the CLI is readable over HTTP too, with its files
+    cli_batch = cluster.submit([job_line("cli-1", "fast")])
+    cli = _wait_ended(client, cli_batch)
+    assert cli.status == "completed" and cli.request_counts.completed == 1
+    assert json.loads(client.files.content(cli.output_file_id).text)["custom_id"] == "cli-1"
+    assert client.batches.retrieve(cli_batch).output_file_id == cli.output_file_id
+
     assert client.files.delete(f.id).deleted is True
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(f.id)

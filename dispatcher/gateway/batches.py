@@ -120,13 +120,14 @@ def _finalize(gw, batch: str, meta: dict[str, Any]) -> None:
 def load(gw, batch: str) -> dict[str, Any] | None:
     """The batch object (finishing its files first when it has just ended)."""
     meta = gw.r.hgetall(meta_key(gw.namespace, batch))
-    if not meta:
-        return None
     if meta.get("errors"):
         return jobstore_batch_to_openai(None, meta)
     info = gw.rt.store.batch(batch)
     if info is None:
         return None
+    if "id" not in meta:  # submitted by `dispatch run`/`submit`/a schedule: no input file
+        meta = {"id": batch, "input_file_id": "", "endpoint": CHAT_URL,
+                "completion_window": "24h", **meta}
     if info["completed"] + info["failed"] >= info["total"] and not meta.get("files_at"):
         _finalize(gw, batch, meta)
     return jobstore_batch_to_openai(info, meta)
