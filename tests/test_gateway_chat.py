@@ -174,3 +174,16 @@ def test_sdk_models_lists_tags_and_targets(env) -> None:
     assert target["context_window"] == 8192
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nope")
+
+
+def test_upstream_refusals_map_to_the_clients_or_our_fault(env) -> None:
+    cluster, gw, client = env
+    url = f"{gw.url}/v1/chat/completions"
+    body = {"model": "bulk", "messages": HELLO}
+    cluster.sim.inject("b", "400", count=1)              # the request itself is refused
+    r = httpx.post(url, json=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "upstream_rejected"
+    assert r.headers["x-dispatch-target"] == "b/m2"
+    cluster.sim.inject("b", "401", count=1)              # our key: not the client's fault
+    r = httpx.post(url, json=body)
+    assert r.status_code == 502 and r.json()["error"]["type"] == "server_error"

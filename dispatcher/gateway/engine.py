@@ -187,15 +187,17 @@ def _give_up(last: Called | None, spec: JobSpec) -> ApiError:
 
 
 def _upstream_error(called: Called) -> ApiError:
-    """The upstream's own 4xx when the request itself was refused; 502 otherwise."""
+    """The upstream's own 4xx when the request itself was refused (bad parameters, too
+    large, no vision); 502 when the fault is ours or the upstream's (a rejected key, a
+    retired model, 5xx, no answer)."""
     o = called.outcome
     status = getattr(o, "status", None)
     message = getattr(o, "message", "") or "no answer"
     headers = {"X-Dispatch-Target": called.target}
     if isinstance(o, JobRejected | TargetRejected) and status and 400 <= status < 500 \
-            and status not in (401, 403, 429):
-        return ApiError(status if status != 404 else 400, f"{called.target}: {message}",
-                        "upstream_rejected", headers=headers)
+            and status not in (401, 402, 403, 404, 429):
+        return ApiError(status, f"{called.target}: {message}", "upstream_rejected",
+                        headers=headers)
     if isinstance(o, RateLimited):
         return ApiError(429, f"{called.target}: {message}", "rate_limit_exceeded",
                         headers={**headers, "Retry-After": retry_after(o.retry_after_s or 1)})
