@@ -235,9 +235,11 @@ def _check_job(
     return spec, []
 
 
-def parse_job(obj: dict[str, Any], cfg: Config, line: int = 1) -> JobSpec:
-    """Validate one job (a single submission, or an inline job of ``schedules.yaml``)."""
-    spec, problems = _check_job(obj, cfg, line)
+def parse_job(obj: dict[str, Any], cfg: Config, line: int = 1,
+              memo: Memo | None = None) -> JobSpec:
+    """Validate one job (a single submission, an inline job of ``schedules.yaml``, an HTTP
+    request); ``memo`` may be kept across calls while the configuration is unchanged."""
+    spec, problems = _check_job(obj, cfg, line, memo)
     if problems or spec is None:
         raise BatchInvalid(problems)
     return spec

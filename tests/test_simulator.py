@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -379,11 +380,13 @@ def test_context_overflow_and_stream(sim_factory: Any) -> None:
     assert "maximum context length is 2000 tokens" in err["message"]
     r = chat(sim, "c", messages=big)
     assert r.status_code == 400 and r.json()["success"] is False
-    r = chat(sim, "p", stream=True)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
+    r = chat(sim, "p", stream=True, stream_options={"include_usage": True})
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and json.loads(events[-2])["usage"]["completion_tokens"] > 0
     assert chat(sim, "p", max_tokens=5000).status_code == 400  # above max_output_tokens
     assert chat(sim, "p", max_completion_tokens=7).json()["usage"]["completion_tokens"] == 7
-    assert sim.stats()["totals"]["rejected"] == 4
+    assert sim.stats()["totals"]["rejected"] == 3
 
 
 @pytest.mark.parametrize("extra", [

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.config import Target, Unit
 from workers import metrics
 from workers.providers.adapters import Adapter, adapter_for
-from workers.providers.client import ProviderClient
+from workers.providers.client import ProviderClient, call_stream
 from workers.providers.client import call as call_upstream
 from workers.providers.outcomes import RateLimited, Success
 from workers.quota.costs import Cost, max_tokens_sent, usage_cost
@@ -67,7 +68,8 @@ LATE_SEND_S = 0.005
 
 
 def send(rt, p: Prepared, reservation_id: str | None,
-         granted_at: float | None = None, defer_success_usage: bool = False) -> tuple[Any, float]:
+         granted_at: float | None = None, defer_success_usage: bool = False,
+         on_chunk: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, float]:
     """Call upstream under a granted reservation; returns ``(outcome, latency_s)``.
 
     ``granted_at`` (``time.monotonic()`` taken before asking for the reservation): if the
@@ -75,6 +77,8 @@ def send(rt, p: Prepared, reservation_id: str | None,
     the reservation's sliding-log entries move to the moment it left, so the quota's view
     stays in step with the upstream's. ``defer_success_usage``: a successful call's usage
     is not written here; the caller writes it with the job's result (one round trip less).
+    ``on_chunk``: stream the answer (``p.body`` asks for it), each chunk to this callback;
+    the reconcile below then uses the usage of the last chunk, or keeps the estimate.
     """
     quota = rt.quota(p.simulated)
     sent: list[bool] = []
@@ -87,8 +91,12 @@ def send(rt, p: Prepared, reservation_id: str | None,
         if late > LATE_SEND_S or quota.crosses_period(p.target, reservation_id, late):
             quota.shift(p.target, p.cost, reservation_id, late)
 
-    outcome, latency, observations = call_upstream(p.adapter, p.client, p.base_url or "",
-                                                   p.api_key, p.body, on_sent)
+    if on_chunk is None:
+        outcome, latency, observations = call_upstream(p.adapter, p.client, p.base_url or "",
+                                                       p.api_key, p.body, on_sent)
+    else:
+        outcome, latency, observations = call_stream(p.adapter, p.client, p.base_url or "",
+                                                     p.api_key, p.body, on_chunk, on_sent)
     left = bool(sent) or getattr(outcome, "status", None) is not None
     if reservation_id is not None:
         actual = charge(outcome, left, p.target, p.cost)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import redis
 
 from dispatcher.config.secrets import redact
+from dispatcher.gateway import interactive
 from workers import attempt, metrics
 from workers.liveness import lease_of
 from workers.providers.images import ImageInlineError
@@ -78,6 +79,29 @@ def next_step(outcome: Any, target: str, retries_here: int, max_retries: int,
     if isinstance(outcome, JobRejected):
         return Step("fail")
     return Step("next_target", exclude=(target,))
+
+
+def react(quota, target, outcome: Any) -> None:
+    """What an outcome does to the target, whoever made the call (a call task or the HTTP
+    gateway): a 429 cools it down (or closes it until the calendar reset), a rejected key
+    opens the provider's circuit, a 404 the model's."""
+    if isinstance(outcome, RateLimited):
+        if outcome.daily:  # spent until the calendar reset: the month's, if it says so
+            per = "month" if "month" in outcome.message.lower() else "day"
+            quota.close_until_reset(target, per, outcome.scope, redact(outcome.message)[:200])
+        else:
+            wait = outcome.retry_after_s
+            if wait is None:
+                wait = DEFAULT_429_COOLDOWN_S
+            quota.cooldown(target, max(0.05, wait), outcome.scope, redact(outcome.message)[:200])
+    elif isinstance(outcome, TargetRejected) and outcome.kind == "auth":
+        log.error("provider %s rejected its key (%s %s): its circuit is open for %ds; "
+                  "check %s", target.provider, outcome.status, redact(outcome.message),
+                  AUTH_CIRCUIT_S, target.provider_config.api_key_env)
+        quota.cooldown(target, AUTH_CIRCUIT_S, "provider", "key rejected")
+    elif isinstance(outcome, TargetRejected) and outcome.kind == "not_found":
+        log.error("target %s answered 404 (retired model?): circuit open", target.key)
+        quota.cooldown(target, NOT_FOUND_CIRCUIT_S, "model", "model not found")
 
 
 def _error_body(body: Any) -> Any:
@@ -140,7 +164,7 @@ class Caller:
                 out = self._serve(job_id, job, batch_status, target_key)
                 first = first or out
                 if (self._next[0] is None and self._holding and out["status"] in CHAINABLE
-                        and self._may_chain()):
+                        and self._may_chain(target_key)):
                     self._carry(store.next_job(self._holding, target_key,
                                                self.rt.sigs_first(target_key),
                                                self.rt.sigs_with(target_key), holder=self._me))
@@ -198,11 +222,12 @@ class Caller:
             self.rt.store.put_back_later(held, self._target, self._me)
             self._holding = None
 
-    def _may_chain(self) -> bool:
+    def _may_chain(self, target_key: str | None = None) -> bool:
         routing = self.rt.config.settings.routing
         return (self._served < routing.chain_max_jobs
                 and time.monotonic() - self._started < routing.chain_max_s
-                and not shutting_down())
+                and not shutting_down()
+                and not (target_key and interactive.yields(self.rt, target_key)))
 
     def _serve(self, job_id: str, job, batch_status: str | None,
                target_key: str) -> dict[str, Any]:
@@ -235,6 +260,8 @@ class Caller:
         while True:
             if ready.base_url is None or ready.api_key is None:
                 return self._requeue(job, (target_key,), last, "target unavailable")
+            if interactive.yields(rt, target_key):  # an HTTP request waits: it goes first
+                return self._requeue(job, (), last, "an interactive request is waiting")
             asked_at = time.monotonic()
             res = quota.reserve(target, ready.cost)
             if not res.granted:
@@ -250,16 +277,7 @@ class Caller:
             step = next_step(outcome, target_key, retries_here, pc.max_retries, windows)
             if step.count_attempt:
                 job.attempts += 1
-            if isinstance(outcome, RateLimited):
-                self._cool(quota, target, outcome)
-            elif isinstance(outcome, TargetRejected) and outcome.kind == "auth":
-                log.error("provider %s rejected its key (%s %s): its circuit is open for %ds; "
-                          "check %s", target.provider, outcome.status,
-                          redact(outcome.message), AUTH_CIRCUIT_S, pc.api_key_env)
-                quota.cooldown(target, AUTH_CIRCUIT_S, "provider", "key rejected")
-            elif isinstance(outcome, TargetRejected) and outcome.kind == "not_found":
-                log.error("target %s answered 404 (retired model?): circuit open", target_key)
-                quota.cooldown(target, NOT_FOUND_CIRCUIT_S, "model", "model not found")
+            react(quota, target, outcome)
             last = (outcome, latency, target_key)
             if step.action == "complete":
                 return self._complete(job, outcome, latency, target_key)
@@ -275,16 +293,6 @@ class Caller:
             return self._requeue(job, step.exclude, last, type(outcome).__name__)
 
     # -- helpers ----------------------------------------------------------------------
-    def _cool(self, quota, target, outcome: RateLimited) -> None:
-        if outcome.daily:  # spent until the calendar reset: the month's, if it says so
-            per = "month" if "month" in outcome.message.lower() else "day"
-            quota.close_until_reset(target, per, outcome.scope, redact(outcome.message)[:200])
-        else:
-            wait = outcome.retry_after_s
-            if wait is None:
-                wait = DEFAULT_429_COOLDOWN_S
-            quota.cooldown(target, max(0.05, wait), outcome.scope, redact(outcome.message)[:200])
-
     def _dispatch_block(self, job, target_key: str | None, latency: float | None) -> dict:
         provider, _, model = (target_key or "").partition("/")
         block: dict[str, Any] = {
@@ -312,7 +320,7 @@ class Caller:
         self._carry(self.rt.store.finish_and_next(
             job, result, target_key.split("/", 1)[0], target_key,
             self.rt.sigs_first(target_key), self.rt.sigs_with(target_key),
-            take=self._may_chain(),
+            take=self._may_chain(target_key),
             also=usage_writer(self.rt, target_key, outcome.usage, job.simulated),
             holder=self._me))
         return {"job": job.id, "status": "completed", "target": target_key}

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dispatcher.gateway import interactive
 from dispatcher.routing import choose_target
 from workers.liveness import holder_id
 from workers.quota.limits import charge_scale
@@ -196,7 +197,7 @@ class Pumper:
                 delay = horizon + 0.001
         if delay is not None and full:
             delay = max(delay, horizon + 0.001)
-        return delay
+        return interactive.batch_delay(self.rt, key, delay)
 
     def _dispatch(self, job, target: str, wait_key: str) -> None:
         """Hand the job to ``target`` and publish its call task.

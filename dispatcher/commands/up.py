@@ -60,18 +60,22 @@ def register(app: typer.Typer) -> None:
         loglevel: str = typer.Option("info", "--loglevel", "-l", metavar="LEVEL"),
         config: str = typer.Option(None, "--config", metavar="DIR", show_default=False,
                                    help="Configuration directory."),
+        api_port: int = typer.Option(8000, "--api-port", metavar="PORT",
+                                     help="Port of the HTTP API (dispatch serve); 0: none."),
     ) -> None:
-        """Run Redis (if needed), routers, provider workers, beat and Flower until Ctrl-C."""
+        """Run Redis (if needed), routers, provider workers, beat, Flower and the HTTP API
+        until Ctrl-C."""
         cfg = load_or_exit(config, simulate=simulate)
         providers = [p for p in cfg.providers if cfg.enabled(p)]
         if not providers:
             disabled = "; ".join(f"{p}: {cfg.status(p).reason}" for p in cfg.providers)
             fail(f"no provider is enabled ({disabled}); set a key or use --simulate")
-        raise typer.Exit(_up(cfg, providers, simulate, flower, flower_port, beat, loglevel))
+        raise typer.Exit(_up(cfg, providers, simulate, flower, flower_port, beat, loglevel,
+                             api_port))
 
 
 def _up(cfg, providers: list[str], simulate: bool, flower: bool, flower_port: int,
-        beat: bool, loglevel: str) -> int:
+        beat: bool, loglevel: str, api_port: int = 0) -> int:
     from dispatcher.local import LocalStack, sigterm_as_interrupt
 
     out = Console(stderr=True)
@@ -81,12 +85,12 @@ def _up(cfg, providers: list[str], simulate: bool, flower: bool, flower_port: in
     os.environ["DISPATCH_CONFIG"] = str(cdir)  # this process's runtime reads the same config
     with sigterm_as_interrupt():
         return _up_stack(out, stack, cfg, cdir, providers, simulate, flower, flower_port,
-                         beat, loglevel, state_dir)
+                         beat, loglevel, state_dir, api_port)
 
 
 def _up_stack(out: Console, stack, cfg, cdir: Path, providers: list[str], simulate: bool,
               flower: bool, flower_port: int, beat: bool, loglevel: str,
-              state_dir: Path) -> int:
+              state_dir: Path, api_port: int = 0) -> int:
     from redis import RedisError
 
     from workers.quota.engine import LimitsMismatch
@@ -115,6 +119,10 @@ def _up_stack(out: Console, stack, cfg, cdir: Path, providers: list[str], simula
                 stack.start_worker("flower", argv)
                 auth = " (basic auth)" if os.environ.get("FLOWER_BASIC_AUTH") else ""
                 flower_note = f"http://127.0.0.1:{flower_port}{auth}"
+        if api_port:  # the OpenAI-compatible API, loopback only (docs/gateway.md)
+            stack.start_worker("gateway", ["serve", "--port", str(api_port), *common,
+                                           *(["--simulate"] if simulate else [])])
+            out.print(f"HTTP API   http://127.0.0.1:{api_port}/v1", highlight=False)
         _print_topology(out, stack, url, sim_url, flower_note, state_dir, simulate)
         return _supervise(out, stack)
     except KeyboardInterrupt:

@@ -387,6 +387,17 @@ class PrioritySettings(Strict):
         return self
 
 
+class GatewaySettings(Strict):
+    """``dispatch serve``: how long an interactive request may wait, how large a body."""
+
+    max_wait_s: Annotated[float, Field(ge=0)] = 30.0
+    """Longest wait for capacity (``X-Dispatch-Max-Wait`` may only lower it); then 429."""
+    max_request_mb: Annotated[float, Field(gt=0)] = 16.0
+    """Largest JSON request body (chat completions, batch creation)."""
+    max_file_mb: Annotated[float, Field(gt=0)] = 100.0
+    """Largest uploaded batch input file."""
+
+
 class Settings(Strict):
     """``settings.yaml`` (optional): operational settings, documented in the README."""
 
@@ -396,6 +407,7 @@ class Settings(Strict):
     jobs: JobSettings = JobSettings()
     catalog: CatalogSettings = CatalogSettings()
     reliability: ReliabilitySettings = ReliabilitySettings()
+    gateway: GatewaySettings = GatewaySettings()
     prices: dict[str, Price] = {}
     """Paid-equivalent list prices by target (``provider/model``) for ``dispatch report``."""
     forecast: ForecastSettings = ForecastSettings()

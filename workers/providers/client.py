@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,21 +124,32 @@ class ProviderClient:
         return cls(name, concurrency=pool_size(pc), timeout_s=pc.timeout_s)
 
     def send(self, url_base: str, api_key: str | None, body: dict[str, Any],
-             on_sent: Callable[[], None] | None = None) -> RawResponse:
+             on_sent: Callable[[], None] | None = None,
+             on_chunk: Callable[[dict[str, Any]], None] | None = None) -> RawResponse:
         """POST ``body`` to ``{url_base}/chat/completions``; raise TransportFailure when
         no HTTP answer arrives (any status, even 5xx, is returned as received).
 
-        ``on_sent`` runs the moment the request is fully written (before the answer)."""
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
+        ``on_sent`` runs the moment the request is fully written (before the answer).
+        ``on_chunk`` (for ``"stream": true``): each Server-Sent Event's JSON goes to it as
+        it arrives, and ``content`` is the whole answer put back together as one
+        ``chat.completion`` (:func:`assemble_chunks`), classified like any other answer;
+        a non-SSE answer (an error) is returned whole."""
+        headers = {"Content-Type": "application/json",
+                   "Accept": "application/json" if on_chunk is None else "text/event-stream",
                    "User-Agent": USER_AGENT}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         url = url_base.rstrip("/") + "/chat/completions"
         start = time.monotonic()
         error: str | None = None
+        extensions = _trace(on_sent) if on_sent else None
         try:
-            resp = self._http.post(url, content=json.dumps(body).encode(), headers=headers,
-                                   extensions=_trace(on_sent) if on_sent else None)
+            if on_chunk is None:
+                resp = self._http.post(url, content=json.dumps(body).encode(), headers=headers,
+                                       extensions=extensions)
+                content = resp.content
+            else:
+                resp, content = self._streamed(url, headers, body, extensions, on_chunk)
         except httpx.TimeoutException as exc:
             error, timed_out = f"{type(exc).__name__} after {time.monotonic() - start:.1f}s", True
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -146,7 +157,21 @@ class ProviderClient:
         if error is not None:  # raised outside `except`: no chained httpx exception
             message = scrub(f"{self.name}: {error}", api_key)
             raise TransportFailure(message, time.monotonic() - start, timeout=timed_out)
-        return RawResponse(resp.status_code, resp.headers, resp.content, time.monotonic() - start)
+        return RawResponse(resp.status_code, resp.headers, content, time.monotonic() - start)
+
+    def _streamed(self, url: str, headers: dict[str, str], body: dict[str, Any],
+                  extensions: dict[str, Any] | None,
+                  on_chunk: Callable[[dict[str, Any]], None]) -> tuple[httpx.Response, bytes]:
+        with self._http.stream("POST", url, content=json.dumps(body).encode(), headers=headers,
+                               extensions=extensions) as resp:
+            ctype = resp.headers.get("content-type", "")
+            if not (200 <= resp.status_code < 300 and ctype.startswith("text/event-stream")):
+                return resp, resp.read()
+            chunks: list[dict[str, Any]] = []
+            for chunk in sse_events(resp.iter_lines()):
+                chunks.append(chunk)
+                on_chunk(chunk)
+            return resp, json.dumps(assemble_chunks(chunks)).encode()
 
     def close(self) -> None:
         self._http.close()
@@ -188,6 +213,84 @@ class ClientPool:
         self.close()
 
 
+def sse_events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of ``data:`` lines, up to ``data: [DONE]``.
+
+        >>> list(sse_events(['data: {"a": 1}', "", ": keep-alive", "data: [DONE]"]))
+        [{'a': 1}]
+    """
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            yield obj
+
+
+def assemble_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Streamed ``chat.completion.chunk`` objects put back together as one completion:
+    content (and reasoning) concatenated per choice, the last finish_reason, the usage
+    of the chunk that carried it (``None`` when none did); an ``error`` chunk is kept.
+
+        >>> assemble_chunks([{"id": "c", "model": "m", "choices": [{"index": 0, "delta":
+        ...     {"role": "assistant", "content": "Hi"}}]}, {"choices": [{"index": 0,
+        ...     "delta": {"content": "!"}, "finish_reason": "stop"}]}])["choices"][0]["message"]
+        {'role': 'assistant', 'content': 'Hi!'}
+    """
+    out: dict[str, Any] = {"object": "chat.completion", "choices": [], "usage": None}
+    choices: dict[int, dict[str, Any]] = {}
+    for chunk in chunks:
+        for key in ("id", "created", "model", "system_fingerprint"):
+            if key in chunk and key not in out:
+                out[key] = chunk[key]
+        if chunk.get("error") is not None:
+            out["error"] = chunk["error"]
+        if isinstance(chunk.get("usage"), dict):
+            out["usage"] = chunk["usage"]
+        for c in chunk.get("choices") or []:
+            if not isinstance(c, dict):
+                continue
+            slot = choices.setdefault(int(c.get("index") or 0), {
+                "index": int(c.get("index") or 0), "message": {"role": "assistant"},
+                "finish_reason": None})
+            delta = c.get("delta") or {}
+            for field in ("content", "reasoning", "reasoning_content"):
+                if isinstance(delta.get(field), str):
+                    slot["message"][field] = slot["message"].get(field, "") + delta[field]
+            if delta.get("tool_calls"):
+                slot["message"].setdefault("tool_calls", []).extend(delta["tool_calls"])
+            if c.get("finish_reason"):
+                slot["finish_reason"] = c["finish_reason"]
+    out["choices"] = [choices[i] for i in sorted(choices)]
+    if out["usage"] is None:
+        del out["usage"]
+    return out
+
+
+def call_stream(
+    adapter: Adapter,
+    client: ProviderClient,
+    base_url: str,
+    api_key: str | None,
+    body: dict[str, Any],
+    on_chunk: Callable[[dict[str, Any]], None],
+    on_sent: Callable[[], None] | None = None,
+) -> tuple[Outcome, float, list[Observation]]:
+    """:func:`call` for a streamed answer: chunks go to ``on_chunk`` as they arrive; the
+    outcome is the assembled answer, classified the same way."""
+    try:
+        raw = client.send(base_url, api_key, body, on_sent, on_chunk)
+    except TransportFailure as failure:
+        return Transient(None, None, failure.message), failure.latency_s, []
+    return _classified(adapter, raw, api_key)
+
+
 def call(
     adapter: Adapter,
     client: ProviderClient,
@@ -202,6 +305,11 @@ def call(
         raw = client.send(base_url, api_key, body, on_sent)
     except TransportFailure as failure:
         return Transient(None, None, failure.message), failure.latency_s, []
+    return _classified(adapter, raw, api_key)
+
+
+def _classified(adapter: Adapter, raw: RawResponse,
+                api_key: str | None) -> tuple[Outcome, float, list[Observation]]:
     content = raw.content
     if api_key and len(api_key) >= 6:  # some providers echo (part of) the key in errors
         content = content.replace(api_key.encode(), b"[REDACTED]")

@@ -156,9 +156,6 @@ def parse_request(body: Any, model: ModelConfig, dialect: Dialect) -> ChatReques
     """Validate a chat-completions body as the provider would; raise :class:`ChatError`."""
     if not isinstance(body, dict):
         raise ChatError("bad_request", "request body must be a JSON object")
-    if body.get("stream"):
-        raise ChatError("unsupported_param", "stream: true is not supported by the simulator",
-                        "stream")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ChatError("bad_request", "'messages' must be a non-empty array", "messages")
@@ -241,3 +238,25 @@ def completion(request_id: str, provider: str, model: ModelConfig, request: Chat
     }
     dialect.decorate(body, request_id)
     return body
+
+
+def sse_answer(body: dict[str, Any], include_usage: bool, pieces: int = 4) -> bytes:
+    """A completion as the Server-Sent Events a provider streams for ``"stream": true``:
+    a role chunk, the content in ``pieces`` chunks, a finish chunk, then (when
+    ``stream_options.include_usage``) a usage chunk with empty ``choices``, and
+    ``data: [DONE]`` (OpenAI's chunk format)."""
+    base = {k: body[k] for k in ("id", "created", "model", "system_fingerprint") if k in body}
+    base["object"] = "chat.completion.chunk"
+    choice = body["choices"][0]
+    text = choice["message"].get("content") or ""
+    step = max(1, math.ceil(len(text) / pieces))
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    deltas += [{"content": text[i:i + step]} for i in range(0, len(text), step)]
+    events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]}
+              for d in deltas]
+    events.append({**base, "choices": [{"index": 0, "delta": {},
+                                        "finish_reason": choice["finish_reason"]}]})
+    if include_usage:
+        events.append({**base, "choices": [], "usage": body.get("usage")})
+    out = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    return out + b"data: [DONE]\n\n"

@@ -28,7 +28,13 @@ from typing import Any
 
 from dispatcher.config import Config
 from workers.simulator.accounting import Clock, Ledger, Units
-from workers.simulator.chat import ChatError, completion, parse_request, plan_usage
+from workers.simulator.chat import (
+    ChatError,
+    completion,
+    parse_request,
+    plan_usage,
+    sse_answer,
+)
 from workers.simulator.dialects import Answer, Dialect, dialect_for, openai_error
 from workers.simulator.faults import KINDS, Fault, FaultQueue, render
 
@@ -268,6 +274,11 @@ class Simulator:
                 return dialect.rate_limited(worst, model_id, self.ledger.views(target))
         self._count(target, ok=1, tokens=usage.total_tokens, neurons=neurons)
         answer = Answer(200, completion(request_id, provider, model, request, usage, dialect))
+        if body.get("stream") is True:
+            options = body.get("stream_options")
+            include = isinstance(options, dict) and options.get("include_usage") is True
+            answer = Answer(200, sse_answer(answer.body, include),
+                            {"content-type": "text/event-stream"})
         answer.headers.update(dialect.success_headers(self.ledger.views(target)))
         return answer
 
@@ -333,6 +344,7 @@ def _num(value: float) -> float:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms ACK stall
     timeout = 300  # an idle keep-alive connection frees its thread after this long
     server: _Server
 
