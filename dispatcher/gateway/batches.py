@@ -23,6 +23,7 @@ from dispatcher.gateway import files
 from dispatcher.gateway.errors import ApiError
 from dispatcher.gateway.paging import page
 from dispatcher.gateway.requests import json_object
+from workers.priority import PRIORITIES
 
 WINDOWS = {"24h": 86400.0}
 """Completion windows OpenAI accepts, in seconds (the batch's deadline)."""
@@ -156,6 +157,10 @@ def create_sync(gw, body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(400, f"completion_window must be one of {sorted(WINDOWS)} "
                        f"(got {window!r})", "invalid_completion_window", "completion_window")
     metadata = _check_metadata(body.get("metadata"))
+    priority = (metadata or {}).get("priority", "normal")
+    if priority not in PRIORITIES:
+        raise ApiError(400, f"metadata.priority must be one of {', '.join(PRIORITIES)} "
+                       f"(got {priority!r})", "invalid_priority", "metadata")
     meta = files.load_meta(gw, file_id)
     if meta is None:
         raise ApiError(404, f"no file {file_id!r}", "file_not_found", "input_file_id")
@@ -176,7 +181,7 @@ def create_sync(gw, body: dict[str, Any]) -> dict[str, Any]:
         from dispatcher.batches import submit
 
         batch = submit(specs, simulated=gw.simulate, deadline_s=WINDOWS[window],
-                       name=f"{meta['filename']} ({file_id})")
+                       name=f"{meta['filename']} ({file_id})", priority=priority)
     record["id"] = batch
     ttl = int(gw.config.settings.jobs.retention_days * 86400 + WINDOWS[window])
     pipe = gw.r.pipeline(transaction=False)

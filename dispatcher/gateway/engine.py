@@ -29,6 +29,7 @@ from dispatcher.routing import choose_target
 from workers import attempt
 from workers.caller import backoff_s, next_step, react
 from workers.providers.outcomes import JobRejected, RateLimited, Success, TargetRejected
+from workers.quota.classes import INTERACTIVE
 
 Chunk = Callable[[str, dict[str, Any]], None]
 """Receives ``(target, chunk)`` for each streamed chunk, in the calling thread."""
@@ -98,7 +99,8 @@ def step(gw, spec: JobSpec, excluded: set[str], stream: bool,
             ready = dataclasses.replace(ready, body={
                 **ready.body, "stream": True, "stream_options": {"include_usage": True}})
         asked_at = time.monotonic()
-        res = quota.reserve(target, ready.cost, interactive.reservation_id())
+        # Interactive class: may use the share of calendar limits kept from batch jobs.
+        res = quota.reserve(target, ready.cost, interactive.reservation_id(), klass=INTERACTIVE)
         if res.granted:
             forward = None if on_chunk is None else functools.partial(on_chunk, key)
             outcome, latency = attempt.send(gw.rt, ready, res.reservation_id, asked_at,
