@@ -47,7 +47,7 @@ PROBLEM_CODES = {
     "too_many_tasks": "more lines than settings.yaml jobs.max_lines allows",
     "line_too_long": "the line is longer than settings.yaml jobs.max_line_bytes",
     "invalid_json_line": "the line is not a JSON object (not UTF-8, a NUL byte, NaN, an "
-    "integer of more than 19 digits, a number beyond a double, nesting too deep)",
+    "integer of more than 40 digits, a number beyond a double, nesting too deep)",
     "invalid_value": "a value no upstream can take (nesting deeper than 100 levels, an "
     "integer beyond 64 bits, a lone UTF-16 surrogate escape)",
     "unknown_key": "a top-level key other than custom_id, method, url, body, tag, metadata",

@@ -25,11 +25,15 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from dispatcher.strict_json import MAX_INT_DIGITS
+
 MAX_DEPTH = 100
 """Most levels of nesting in one job (a JSON schema in ``response_format`` or ``tools``
 needs a few dozen at most; Python's own recursion limit is 1,000)."""
 
 INT64 = 2**63
+HUGE = 10**MAX_INT_DIGITS
+"""Integers in fields we pass through unread: as many digits as the batch parser allows."""
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MISPLACED = {"tool_calls", "tool_call_id", "role", "content"}
 """Message fields found at the top of a body: a mistake every upstream would refuse."""
@@ -215,8 +219,8 @@ def value_problem(value: Any, path: str = "", max_depth: int = MAX_DEPTH) -> str
             problem = _text_problem(v, _short(where))
             if problem:
                 return problem
-        elif _is_int(v) and not -INT64 <= v < INT64:
-            return f"{_short(where)}: integer out of range (more than 64 bits)"
+        elif _is_int(v) and not -HUGE < v < HUGE:
+            return f"{_short(where)}: integer of more than {MAX_INT_DIGITS} digits"
         elif isinstance(v, float) and not math.isfinite(v):
             return f"{_short(where)}: {v} is not a finite number"
         elif not isinstance(v, int | float | bool) and v is not None:
@@ -244,7 +248,7 @@ def _clean(value: Any, max_depth: int) -> bool:
             else:
                 stack.extend((x, depth + 1) for x in v)
         elif t is int:
-            if not -INT64 <= v < INT64:
+            if not -HUGE < v < HUGE:
                 return False
         elif t is float:
             if not math.isfinite(v):

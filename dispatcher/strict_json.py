@@ -21,8 +21,10 @@ import json
 import math
 from typing import Any
 
-MAX_INT_DIGITS = 19
-"""Longest integer accepted: a 64-bit integer has 19 digits."""
+MAX_INT_DIGITS = 40
+"""Longest integer accepted: a 128-bit integer has 39 digits. Valid JSON an upstream may
+well take (an extension field's id) passes; a 5,000-digit integer, which costs quadratic
+time to convert and that no reader downstream takes, is refused."""
 
 
 class JSONRefused(ValueError):
@@ -32,8 +34,7 @@ class JSONRefused(ValueError):
 def _parse_int(text: str) -> int:
     digits = len(text.lstrip("-"))
     if digits > MAX_INT_DIGITS:
-        raise JSONRefused(f"an integer of {digits} digits (at most {MAX_INT_DIGITS}: "
-                          "a 64-bit integer)")
+        raise JSONRefused(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})")
     return int(text)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dispatcher.chat_body import ROLES
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -54,8 +56,7 @@ SCHEMAS: dict[str, Any] = {
                       "description": "a tag (fast) or a target (provider/model)"},
             "messages": {"type": "array", "minItems": 1, "items": {
                 "type": "object", "required": ["role"], "properties": {"role": {
-                    "type": "string", "example": "user",
-                    "description": "system, developer, user, assistant or tool"}}}},
+                    "type": "string", "example": "user", "enum": sorted(ROLES)}}}},
             "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
             "max_completion_tokens": {"type": "integer", "minimum": 1, "nullable": True},
             "stream": {"type": "boolean", "nullable": True},
