@@ -114,7 +114,7 @@ def test_live_and_simulated_counters_are_shown_apart_each_labelled(app: typer.Ty
                                               "--json"]).output)
     assert {tuple(sorted(d)) for d in doc} == {tuple(sorted(
         ["provider", "model", "unit", "per", "limit", "used", "remaining", "resets_at",
-         "simulated"]))}
+         "simulated", "reserved"]))}
     day = {d["simulated"]: d for d in doc if d["per"] == "day"}
     assert (day[False]["used"], day[True]["used"]) == (1, 4)
     assert day[True]["model"] is None and day[True]["provider"] == "openrouter"
@@ -123,9 +123,9 @@ def test_live_and_simulated_counters_are_shown_apart_each_labelled(app: typer.Ty
     piped = CliRunner().invoke(app, ["quota", "--config", str(cfg_dir)], env={"COLUMNS": "20"})
     lines = piped.stdout.splitlines()
     assert lines[0].split("\t") == ["provider", "model", "unit", "per", "limit", "used",
-                                    "remaining", "resets_at", "simulated"]
+                                    "remaining", "resets_at", "simulated", "reserved"]
     assert "openrouter\t\trequests\tday\t50\t4\t46\t" in piped.stdout
-    assert all(len(line.split("\t")) == 9 for line in lines)
+    assert all(len(line.split("\t")) == 10 for line in lines)
 
 
 def test_adopt_limits(app: typer.Typer, setup, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ batch on real workers stops at it; `dispatch quota` and the metrics show it."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -84,7 +85,12 @@ def test_quota_command_and_metrics_show_the_reserve(engine, monkeypatch):
     out = CliRunner().invoke(app, ["quota", "--simulated", "--config",
                                    str(q.config.directory)], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
-    assert "reserve" in out.output and "3 interactive" in out.output
+    rows = [dict(zip(out.stdout.splitlines()[0].split("\t"), line.split("\t"), strict=True))
+            for line in out.stdout.splitlines()[1:]]  # piped: tab-separated rows
+    assert [(r["per"], r["limit"], r["reserved"]) for r in rows] == [("day", "10", "3")]
+    doc = json.loads(CliRunner().invoke(app, ["quota", "--simulated", "--json", "--config",
+                                              str(q.config.directory)]).stdout)
+    assert [d["reserved"] for d in doc] == [3]
 
     from workers import metrics
 

@@ -113,11 +113,13 @@ def notes(engine: QuotaEngine) -> list[str]:
 def state_json(s: LimitState, simulated: bool) -> dict[str, Any]:
     return {"provider": s.provider, "model": s.model, "unit": s.unit.value,
             "per": s.per.value, "limit": s.limit, "used": s.used, "remaining": s.remaining,
-            "resets_at": s.resets_at, "simulated": simulated}
+            "resets_at": s.resets_at, "simulated": simulated,
+            "reserved": s.reserved}
+    # ``reserved``: units of the limit kept for interactive requests (batch jobs stop short).
 
 
 QUOTA_HEADER = ["provider", "model", "unit", "per", "limit", "used", "remaining",
-                "resets_at", "simulated"]
+                "resets_at", "simulated", "reserved"]
 
 
 def build_view(engines: list[QuotaEngine]) -> tuple[Rows, list[dict], Group, list[str]]:
