@@ -5,7 +5,8 @@ subprocess and the simulator; one target with a day limit half of which is reser
 interactive use. The batch, larger than the whole limit, stops at its cap and its other jobs
 wait for the reset; chat requests through the gateway (the official ``openai`` SDK) still
 succeed from the reserve up to the full limit; the next one is a 429 whose Retry-After is
-the provider's next midnight. The simulator counts every arrival: none over the limit.
+the provider's next midnight. The simulator counts every arrival: none over the limit;
+``dispatch quota`` shows the reserve.
 """
 
 from __future__ import annotations
@@ -102,6 +103,15 @@ def test_interactive_requests_use_the_reserve_a_batch_cannot_touch(env) -> None:
     stats = cluster.stats()
     assert stats["targets"]["a/m"]["received"] == LIMIT
     assert stats["totals"]["over_limit"] == 0
+    # `dispatch quota` shows the reserve next to what is used
+    from typer.testing import CliRunner
+
+    from dispatcher.cli import app
+    res = CliRunner().invoke(app, ["quota", "--simulated", "--config", str(cluster.config_dir)],
+                             env={"COLUMNS": "200", "TTY_COMPATIBLE": "1"})
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if "requests/day" in line)
+    assert f"{LIMIT - BATCH_CAP} interactive" in row, res.output
     from dispatcher.batches import cancel
 
     cancel(batch)

@@ -82,7 +82,8 @@ def test_quota_command_and_metrics_show_the_reserve(engine, monkeypatch):
     monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
     monkeypatch.setenv("DISPATCH_NAMESPACE", q.namespace)
     out = CliRunner().invoke(app, ["quota", "--simulated", "--config",
-                                   str(q.config.directory)], env={"COLUMNS": "200"})
+                                   str(q.config.directory)],
+                           env={"COLUMNS": "200", "TTY_COMPATIBLE": "1"})  # the table
     assert out.exit_code == 0, out.output
     assert "reserve" in out.output and "3 interactive" in out.output
 
