@@ -96,7 +96,8 @@ def _skeleton(batch: str, record: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": batch, "object": "batch", "endpoint": record.get("endpoint") or ENDPOINT,
         "errors": json.loads(record["errors"]) if record.get("errors") else None,
-        "input_file_id": record.get("input_file_id") or None,
+        # a string, as OpenAI's type has it: empty for a batch no file was uploaded for
+        "input_file_id": record.get("input_file_id") or "",
         "completion_window": record.get("completion_window") or "24h", "status": "failed",
         "output_file_id": record.get("output_file_id") or None,
         "error_file_id": record.get("error_file_id") or None,

@@ -62,7 +62,7 @@ def test_every_stored_batch_maps_to_one_consistent_openai_object(info, record):
     # what the gateway knows about the batch shows, whoever asks
     assert obj["output_file_id"] == record.get("output_file_id")
     assert obj["error_file_id"] == record.get("error_file_id")
-    assert obj["input_file_id"] == record.get("input_file_id")
+    assert obj["input_file_id"] == record.get("input_file_id", "")
     assert obj["metadata"] == ({"run": "n1"} if "metadata" in record else {"name": "in.jsonl"})
     assert obj["completion_window"] == "24h" and obj["expires_at"] == 87400
     assert obj["dispatch"]["simulated"] is True

@@ -173,7 +173,7 @@ def test_status_json_and_http_show_the_same_batch_and_the_list_holds_every_batch
     assert got["dispatch"] == {"simulated": True, "providers": {"p": 3}, "priority": "normal"}
     cli = httpx.get(f"{url}/batches/{cli_id}").json()
     assert cli["status"] == "completed" and cli["request_counts"]["completed"] == 2
-    assert cli["output_file_id"] and cli["input_file_id"] is None   # no file: the CLI's
+    assert cli["output_file_id"] and cli["input_file_id"] == ""   # no file: the CLI's
     assert httpx.get(f"{url}/batches/{refused_id}").json()["errors"]["data"][0]["line"] == 1
 
     # GET /v1/batches: CLI batches and refused ones too, newest first, paged with `after`
