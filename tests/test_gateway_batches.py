@@ -135,3 +135,94 @@ def test_cancel_list_and_client_mistakes(env) -> None:
     assert httpx.get(f"{url}/batches?limit=0").status_code == 400
     assert httpx.get(f"{url}/batches?after=batch_nope").json()["data"] == []
     assert httpx.post(f"{url}/batches/batch_nope/cancel").status_code == 404
+
+
+def _status_json(cluster: Cluster, *args: str):
+    from typer.testing import CliRunner
+
+    from dispatcher.cli import app
+    res = CliRunner().invoke(app, ["status", *args, "--json", "--config",
+                                   str(cluster.config_dir)])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def test_status_json_and_http_show_the_same_batch_and_the_list_holds_every_batch(env) -> None:
+    cluster, gw, client = env
+    url = gw.url + "/v1"
+    content = "\n".join(job_line(f"h{i}", "fast") for i in range(3)).encode()
+    f = client.files.create(file=("h.jsonl", content), purpose="batch")
+    http_id = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                    completion_window="24h", metadata={"run": "t2"}).id
+    cli_id = cluster.submit([job_line("c0", "fast"), job_line("c1", "bulk")])
+    bad = client.files.create(file=("bad.jsonl", b"{oops\n"), purpose="batch")
+    refused_id = client.batches.create(input_file_id=bad.id, endpoint="/v1/chat/completions",
+                                       completion_window="24h").id
+    for batch_id in (http_id, cli_id):
+        _wait_ended(client, batch_id)
+
+    newest_first = [refused_id, cli_id, http_id]
+    for batch_id in newest_first:
+        over_http = httpx.get(f"{url}/batches/{batch_id}").json()
+        shown = _status_json(cluster, batch_id)
+        assert shown["dispatch"].pop("eta") is None       # the CLI's forecast: ended
+        assert shown == over_http, batch_id                # field for field
+    got = httpx.get(f"{url}/batches/{http_id}").json()
+    assert got["status"] == "completed" and got["metadata"] == {"run": "t2"}
+    assert got["input_file_id"] == f.id and got["output_file_id"]
+    assert got["dispatch"] == {"simulated": True, "providers": {"p": 3}, "priority": "normal"}
+    cli = httpx.get(f"{url}/batches/{cli_id}").json()
+    assert cli["status"] == "completed" and cli["request_counts"]["completed"] == 2
+    assert cli["output_file_id"] and cli["input_file_id"] == ""   # no file: the CLI's
+    assert httpx.get(f"{url}/batches/{refused_id}").json()["errors"]["data"][0]["line"] == 1
+
+    # GET /v1/batches: CLI batches and refused ones too, newest first, paged with `after`
+    seen, after, pages = [], None, 0
+    while True:
+        params = {"limit": 1, **({"after": after} if after else {})}
+        page = httpx.get(f"{url}/batches", params=params).json()
+        seen += [b["id"] for b in page["data"]]
+        pages += 1
+        assert page["has_more"] == (len(seen) < 3), page
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert seen == newest_first and pages == 3
+    assert [b.id for b in client.batches.list(limit=2)] == newest_first   # the SDK's pager
+    two = client.batches.list(limit=2)
+    assert [b.id for b in two.data] == newest_first[:2] and two.has_more
+    assert httpx.get(f"{url}/batches", params={"after": http_id}).json() == {
+        "object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+    # ... and `dispatch status` lists the same batches, the refused one included
+    assert [o["id"] for o in _status_json(cluster)] == newest_first
+
+
+def test_metadata_priority_is_checked_and_a_high_batch_goes_first(tmp_path: Path) -> None:
+    from tests.test_priority import _follow, _one_slot, _submit
+
+    with Cluster(_one_slot(tmp_path), tmp_path, latency=(0.05, 0.05)) as cluster, \
+            GatewayServer(cluster.config_dir) as gw:
+        client = openai.OpenAI(api_key="unused", base_url=f"{gw.url}/v1", max_retries=0)
+        content = "\n".join(job_line(f"h{i}", "fast") for i in range(8)).encode()
+        f = client.files.create(file=("h.jsonl", content), purpose="batch")
+        create = {"input_file_id": f.id, "endpoint": "/v1/chat/completions",
+                  "completion_window": "24h"}
+        for bad, code in (({"priority": "urgent"}, "invalid_priority"),
+                          ({"priority": "HIGH"}, "invalid_priority"),
+                          ({"priority": 1}, "invalid_metadata")):
+            r = httpx.post(f"{gw.url}/v1/batches", json={**create, "metadata": bad})
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["code"] == code and r.json()["error"]["param"] == "metadata"
+        assert httpx.get(f"{gw.url}/v1/batches").json()["data"] == []   # nothing created
+        # A normal batch queued first, then a high one over HTTP, before any worker runs
+        # (one slot: the normal batch's first job was handed out when it arrived).
+        normal = _submit(cluster, "n", 8, "normal")
+        high = client.batches.create(**create, metadata={"priority": "high", "who": "me"})
+        assert cluster.batch(high.id)["priority"] == "high"
+        assert high.metadata == {"priority": "high", "who": "me"}
+        assert _status_json(cluster, high.id)["dispatch"]["priority"] == "high"
+        cluster.start_worker("--all")
+        seen = _follow(cluster, {"normal": normal, "high": high.id})
+    high_done = next(s for s in seen if s["high"] == 8)
+    assert high_done["normal"] <= 1, seen
+    assert seen[-1] == {"normal": 8, "high": 8}

@@ -83,7 +83,8 @@ def test_quota_command_and_metrics_show_the_reserve(engine, monkeypatch):
     monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
     monkeypatch.setenv("DISPATCH_NAMESPACE", q.namespace)
     out = CliRunner().invoke(app, ["quota", "--simulated", "--config",
-                                   str(q.config.directory)], env={"COLUMNS": "200"})
+                                   str(q.config.directory)],
+                           env={"COLUMNS": "200", "TTY_COMPATIBLE": "1"})  # the table
     assert out.exit_code == 0, out.output
     rows = [dict(zip(out.stdout.splitlines()[0].split("\t"), line.split("\t"), strict=True))
             for line in out.stdout.splitlines()[1:]]  # piped: tab-separated rows

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dispatcher.batch_object import batch_object
+from dispatcher import batch_object
 from dispatcher.cli_support import err, fail, load_or_exit, read_batch_or_exit, require_redis
 from dispatcher.output import JsonOption, Rows, cell, emit
 
@@ -101,18 +101,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A batch's counts, or the most recent batches."""
         rt = _runtime(config)
-        infos = []
+        objects = []
         for b in [batch] if batch else rt.store.batches(20):
-            info = rt.store.batch(b)
-            if info is None:
+            # the same object `GET /v1/batches/BATCH` answers (dispatcher/batch_object.py)
+            obj = batch_object.load(rt.store, rt.r, rt.namespace, b)
+            if obj is None:
                 if batch:
                     fail(f"no batch {b!r}")
                 continue  # listed, but its retention ran out
-            infos.append(info)
+            objects.append(obj)
         from dispatcher.forecast_state import status_etas
 
         etas = status_etas(rt)
-        objects = [batch_object(info) for info in infos]
         for o in objects:  # the forecast's end of an unfinished batch (None: ended/unknown)
             o["dispatch"]["eta"] = etas.get(o["id"])
         emit(status_rows(objects), objects[0] if batch else objects, as_json,

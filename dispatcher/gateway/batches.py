@@ -5,6 +5,10 @@ A valid input file becomes a job-store batch (:func:`dispatcher.batches.submit`)
 ``failed`` with ``errors.data[].line`` (nothing is queued). When the batch has ended, its
 results are split into OpenAI's two files: the output file holds the lines answered 2xx,
 the error file every other line; ``request_counts.failed`` counts the error file's lines.
+The first reader of an ended batch writes them (a batch submitted with the CLI too).
+
+The batch object itself is :func:`dispatcher.batch_object.batch_object`, the one
+``dispatch status --json`` prints; the list is the job store's index of every batch.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from dispatcher import batch_object
+from dispatcher.batch_object import ENDED, record_key
 from dispatcher.batchfile import CHAT_URL, BatchInvalid, parse_batch
 from dispatcher.gateway import files
 from dispatcher.gateway.errors import ApiError
@@ -27,66 +33,12 @@ from workers.priority import PRIORITIES
 
 WINDOWS = {"24h": 86400.0}
 """Completion windows OpenAI accepts, in seconds (the batch's deadline)."""
-ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-def meta_key(ns: str, batch: str) -> str:
-    return f"{ns}:gw:batch:{batch}"
-
-
-def index_key(ns: str) -> str:
-    return f"{ns}:gw:batches"
-
-
-def _ts(value: Any) -> int | None:
-    return int(float(value)) if value not in (None, "") else None
-
-
-def jobstore_batch_to_openai(info: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI batch object from a job-store batch (``JobStore.batch``) and the gateway's
-    record of how it was created (input file, window, metadata, cancel time, files).
-
-    ``info`` None: a batch refused at validation (only the gateway record exists)."""
-    obj: dict[str, Any] = {
-        "id": meta["id"], "object": "batch", "endpoint": meta.get("endpoint", CHAT_URL),
-        "errors": json.loads(meta["errors"]) if meta.get("errors") else None,
-        "input_file_id": meta.get("input_file_id", ""),
-        "completion_window": meta.get("completion_window", "24h"), "status": "failed",
-        "output_file_id": meta.get("output_file_id") or None,
-        "error_file_id": meta.get("error_file_id") or None,
-        "created_at": _ts(meta.get("created_at")) or 0, "in_progress_at": None,
-        "expires_at": None, "finalizing_at": None, "completed_at": None, "failed_at": None,
-        "expired_at": None, "cancelling_at": _ts(meta.get("cancelling_at")),
-        "cancelled_at": None,
-        "request_counts": {"total": 0, "completed": 0, "failed": 0},
-        "metadata": json.loads(meta["metadata"]) if meta.get("metadata") else None,
-    }
-    if info is None:
-        obj["failed_at"] = _ts(meta.get("failed_at"))
-        return obj
-    total, done, failed = info["total"], info["completed"], info["failed"]
-    ended_all = done + failed >= total
-    ended = _ts(info.get("ended"))
-    obj.update(created_at=_ts(info.get("created")), in_progress_at=_ts(info.get("created")),
-               expires_at=_ts(info.get("deadline")),
-               request_counts={"total": total, "completed": done, "failed": failed})
-    status = info.get("status", "in_progress")
-    files_ready = bool(meta.get("files_at"))
-    if status == "cancelled":
-        obj["cancelling_at"] = obj["cancelling_at"] or ended or obj["created_at"]
-        if ended_all and files_ready:
-            obj.update(status="cancelled", cancelled_at=ended)
-        else:
-            obj["status"] = "cancelling"
-    elif ended_all:
-        obj["finalizing_at"] = ended
-        if files_ready:
-            obj.update(status="completed", completed_at=_ts(meta["files_at"]))
-        else:
-            obj["status"] = "finalizing"
-    else:
-        obj["status"] = "in_progress"
-    return obj
+def index_key(store) -> str:
+    """Every batch, newest first: the job store's own index (``dispatch status`` lists it),
+    which batches refused at validation join too, so one list holds them all."""
+    return f"{store.ns}:batches"
 
 
 def _split_results(batch: str) -> tuple[bytes, bytes]:
@@ -101,9 +53,9 @@ def _split_results(batch: str) -> tuple[bytes, bytes]:
     return ok.getvalue(), bad.getvalue()
 
 
-def _finalize(gw, batch: str, meta: dict[str, Any]) -> None:
+def _finalize(gw, batch: str) -> None:
     """Write the output and error files of an ended batch, once."""
-    key = meta_key(gw.namespace, batch)
+    key = record_key(gw.namespace, batch)
     if not gw.r.hsetnx(key, "finalizing", "1"):
         return
     out, err = _split_results(batch)
@@ -114,24 +66,21 @@ def _finalize(gw, batch: str, meta: dict[str, Any]) -> None:
     if err:
         fields["error_file_id"] = files.store_file(
             gw, err, f"{batch}_error.jsonl", "batch_output", f"file-{batch}-error")["id"]
-    gw.r.hset(key, mapping=fields)
-    meta.update(fields)
+    pipe = gw.r.pipeline(transaction=False)
+    pipe.hset(key, mapping=fields)
+    pipe.expire(key, int(gw.config.settings.jobs.retention_days * 86400))  # as the files
+    pipe.execute()
 
 
 def load(gw, batch: str) -> dict[str, Any] | None:
-    """The batch object (finishing its files first when it has just ended)."""
-    meta = gw.r.hgetall(meta_key(gw.namespace, batch))
-    if meta.get("errors"):
-        return jobstore_batch_to_openai(None, meta)
-    info = gw.rt.store.batch(batch)
-    if info is None:
-        return None
-    if "id" not in meta:  # submitted by `dispatch run`/`submit`/a schedule: no input file
-        meta = {"id": batch, "input_file_id": "", "endpoint": CHAT_URL,
-                "completion_window": "24h", **meta}
-    if info["completed"] + info["failed"] >= info["total"] and not meta.get("files_at"):
-        _finalize(gw, batch, meta)
-    return jobstore_batch_to_openai(info, meta)
+    """The batch object (writing its output and error files first when it has just ended),
+    the same one ``dispatch status --json`` prints."""
+    obj = batch_object.load(gw.rt.store, gw.r, gw.namespace, batch)
+    if obj is not None and obj["status"] in ENDED and not obj["errors"] and \
+            not gw.r.hexists(record_key(gw.namespace, batch), "files_at"):
+        _finalize(gw, batch)
+        obj = batch_object.load(gw.rt.store, gw.r, gw.namespace, batch)
+    return obj
 
 
 def _check_metadata(value: Any) -> dict[str, str] | None:
@@ -185,9 +134,10 @@ def create_sync(gw, body: dict[str, Any]) -> dict[str, Any]:
     record["id"] = batch
     ttl = int(gw.config.settings.jobs.retention_days * 86400 + WINDOWS[window])
     pipe = gw.r.pipeline(transaction=False)
-    pipe.hset(meta_key(gw.namespace, batch), mapping=record)
-    pipe.expire(meta_key(gw.namespace, batch), ttl)
-    pipe.zadd(index_key(gw.namespace), {batch: now})
+    pipe.hset(record_key(gw.namespace, batch), mapping=record)
+    pipe.expire(record_key(gw.namespace, batch), ttl)
+    if "errors" in record:  # `submit` indexed the others
+        pipe.zadd(index_key(gw.rt.store), {batch: now})
     pipe.execute()
     obj = load(gw, batch)
     assert obj is not None
@@ -221,7 +171,7 @@ def cancel_sync(gw, batch: str) -> dict[str, Any]:
             return obj
         raise ApiError(409, f"batch {batch!r} is already {obj['status']}", "batch_ended",
                        "batch_id", type_="invalid_request_error")
-    gw.r.hsetnx(meta_key(gw.namespace, batch), "cancelling_at", time.time())
+    gw.r.hsetnx(record_key(gw.namespace, batch), "cancelling_at", time.time())
     cancel_batch(batch)
     return _or_404(load(gw, batch), batch)
 
@@ -236,6 +186,6 @@ async def list_batches(request: Request) -> JSONResponse:
     gw = request.app.state.gw
 
     def build() -> dict[str, Any]:
-        return page(request, gw.r, index_key(gw.namespace), lambda b: load(gw, b))
+        return page(request, gw.r, index_key(gw.rt.store), lambda b: load(gw, b))
 
     return JSONResponse(await gw.blocking(build))
