@@ -82,10 +82,13 @@ def test_quota_command_and_metrics_show_the_reserve(engine, monkeypatch):
     assert q.reserve(target, Cost(1)).granted
     monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
     monkeypatch.setenv("DISPATCH_NAMESPACE", q.namespace)
+    table = CliRunner().invoke(app, ["quota", "--simulated", "--config",
+                                     str(q.config.directory)],
+                               env={"COLUMNS": "200", "TTY_COMPATIBLE": "1"})  # the table
+    assert table.exit_code == 0, table.output
+    assert "reserve" in table.output and "3 interactive" in table.output
     out = CliRunner().invoke(app, ["quota", "--simulated", "--config",
-                                   str(q.config.directory)],
-                           env={"COLUMNS": "200", "TTY_COMPATIBLE": "1"})  # the table
-    assert out.exit_code == 0, out.output
+                                   str(q.config.directory)], env={"TTY_COMPATIBLE": "0"})
     rows = [dict(zip(out.stdout.splitlines()[0].split("\t"), line.split("\t"), strict=True))
             for line in out.stdout.splitlines()[1:]]  # piped: tab-separated rows
     assert [(r["per"], r["limit"], r["reserved"]) for r in rows] == [("day", "10", "3")]
