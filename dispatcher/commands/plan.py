@@ -16,8 +16,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dispatcher.cli_support import EXIT_INFRA, err, fail, load_or_exit, read_batch_or_exit
+from dispatcher.cli_support import (
+    EXIT_INFRA,
+    err,
+    fail,
+    load_or_exit,
+    read_batch_or_exit,
+    require_redis,
+)
 from dispatcher.forecast import as_json, clock, summary
+from dispatcher.settings import env
 from workers.priority import PRIORITIES
 
 
@@ -63,6 +71,8 @@ def register(app: typer.Typer) -> None:
         from workers.quota.engine import QuotaUnavailable
 
         url = os.environ.get("REDIS_URL")
+        if not url and (env().dispatch_state_dir / "redis").is_dir():
+            url = require_redis()  # this directory's embedded Redis (dispatch up / run)
         note = None
         r = None
         if url:
@@ -70,7 +80,8 @@ def register(app: typer.Typer) -> None:
 
             r = redis_client(url)
         else:
-            note = "no REDIS_URL: assuming nothing used, nothing queued and no cooldowns"
+            note = ("no REDIS_URL and no local state here: assuming nothing used, nothing "
+                    "queued and no cooldowns")
         ns = os.environ.get("DISPATCH_NAMESPACE") or "dispatch"
         try:
             f = forecast(cfg, specs, simulate, priority, r, ns)
