@@ -27,6 +27,7 @@ import redis
 from dispatcher.config.secrets import redact
 from workers import attempt, metrics
 from workers.liveness import lease_of
+from workers.providers.adapters import refusal
 from workers.providers.images import ImageInlineError
 from workers.providers.outcomes import (
     JobRejected,
@@ -224,6 +225,9 @@ class Caller:
         target = cfg.target(target_key)
         quota = rt.quota(job.simulated)
         pc = target.provider_config
+        refused = refusal(target, job.body)
+        if refused:  # a certain 400: route past it before taking quota or calling
+            return self._requeue(job, (target_key,), None, refused)
         try:
             ready = attempt.prepare(rt, target, job.body, job.simulated)
         except ImageInlineError as exc:  # this target cannot take the image: route elsewhere
