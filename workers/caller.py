@@ -12,6 +12,10 @@ Outcome → step:
   413, an unsupported parameter, no vision → the next target;
 - context overflow → only targets with a larger window;
 - any other 4xx → the job fails at once with the upstream's error.
+
+A body the target's dialect certainly refuses (``n > 1`` on Groq, ``logprobs``: the
+adapter's ``incompatibility``) is not sent at all: the job routes past the target before
+any quota is taken (validation and the pump skip such targets too).
 """
 
 from __future__ import annotations
