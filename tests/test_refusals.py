@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher.batchfile import BatchInvalid, JobSpec, parse_batch
 from dispatcher.config import load_config
 from tests.cluster import Cluster, job_line, model, provider, write_config
+from workers.providers.adapters import refusal
 
 ROUTING = {"routing": {"preference_delay_s": 2.0, "horizon_s": 1.0}}
 
@@ -40,6 +43,31 @@ def test_validation_refuses_a_line_no_target_takes_and_drops_refusing_targets(tm
     specs = parse_batch([lines[0], lines[3]], cfg)
     assert specs[0].targets == ["g/gm", "o/om"]
     assert specs[1].targets == ["o/om"]  # Groq would refuse n = 3: never offered to it
+
+
+_EXTRAS = st.fixed_dictionaries({}, optional={
+    "n": st.integers(1, 4), "logprobs": st.booleans(), "top_logprobs": st.integers(0, 3),
+    "logit_bias": st.just({"1": 5}), "temperature": st.floats(0, 2)})
+
+
+@settings(max_examples=60, deadline=None)
+@given(extra=_EXTRAS, named=st.booleans(), tag=st.sampled_from(["fast", "groqonly"]))
+def test_validation_keeps_exactly_the_targets_that_take_the_body(tmp_path_factory, extra,
+                                                                 named, tag):
+    """A pure rule: a line is refused iff every target of its route refuses the body, and
+    otherwise goes to exactly those that take it, in the route's order."""
+    cfg = load_config(_config(tmp_path_factory.mktemp("cfg")), simulate=True)
+    line = json.loads(job_line("x", tag, **extra))
+    if named:
+        line["body"]["messages"][0]["name"] = "alice"
+    route = [cfg.target(k) for k in cfg.routes[tag]]
+    takers = [t.key for t in route if refusal(t, line["body"]) is None]
+    try:
+        specs = parse_batch([json.dumps(line)], cfg)
+    except BatchInvalid as err:
+        assert not takers and [p.code for p in err.problems] == ["unsupported_param"]
+    else:
+        assert takers and specs[0].targets == takers
 
 
 def _spec(i: int, custom_id: str, tag: str, targets: list[str], **body) -> JobSpec:
