@@ -36,6 +36,7 @@ from dispatcher import strict_json
 from dispatcher.chat_body import body_problems, value_problem
 from dispatcher.config import Config, split_target
 from dispatcher.routing import Memo, eligibility
+from workers.providers.adapters import refusal
 
 CHAT_URL = "/v1/chat/completions"
 ALLOWED_KEYS = frozenset({"custom_id", "method", "url", "body", "tag", "metadata"})
@@ -65,6 +66,8 @@ PROBLEM_CODES = {
     "too_large": "the prompt exceeds every target's context window",
     "max_tokens_too_large": "the job's cost exceeds a limit of every target",
     "no_target": "every target that could take the job is disabled (or paid)",
+    "unsupported_param": "every target's provider refuses a parameter of the body (n > 1, "
+    "logprobs on Groq, ...)",
 }
 """Every problem code, with what it means (for the README and the HTTP API)."""
 
@@ -231,8 +234,13 @@ def _check_job(
     if not result.targets:
         code, reason = result.code or "no_target", result.reason or "no target"
         return None, [LineProblem(line, code, reason, result.missing_env)]
-    spec = JobSpec(line, str(custom_id), tag, pinned, body, [t.key for t in result.targets])
-    return spec, []
+    refusals = {t.key: refusal(t, body) for t in result.targets}
+    takers = [key for key, why in refusals.items() if why is None]
+    if not takers:  # decidable now: no request would be accepted by any target
+        whys = sorted({f"{why} ({key})" for key, why in refusals.items()})
+        return None, [LineProblem(line, "unsupported_param",
+                                  f"no target can take this body: {'; '.join(whys)}")]
+    return JobSpec(line, str(custom_id), tag, pinned, body, takers), []
 
 
 def parse_job(obj: dict[str, Any], cfg: Config, line: int = 1,

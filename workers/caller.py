@@ -12,6 +12,10 @@ Outcome → step:
   413, an unsupported parameter, no vision → the next target;
 - context overflow → only targets with a larger window;
 - any other 4xx → the job fails at once with the upstream's error.
+
+A body the target's dialect certainly refuses (``n > 1`` on Groq, ``logprobs``: the
+adapter's ``incompatibility``) is not sent at all: the job routes past the target before
+any quota is taken (validation and the pump skip such targets too).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dispatcher.config.secrets import redact
 from dispatcher.gateway import interactive
 from workers import attempt, metrics
 from workers.liveness import lease_of
+from workers.providers.adapters import refusal
 from workers.providers.images import ImageInlineError
 from workers.providers.outcomes import (
     JobRejected,
@@ -249,6 +254,9 @@ class Caller:
         target = cfg.target(target_key)
         quota = rt.quota(job.simulated)
         pc = target.provider_config
+        refused = refusal(target, job.body)
+        if refused:  # a certain 400: route past it before taking quota or calling
+            return self._requeue(job, (target_key,), None, refused)
         try:
             ready = attempt.prepare(rt, target, job.body, job.simulated)
         except ImageInlineError as exc:  # this target cannot take the image: route elsewhere

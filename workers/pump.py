@@ -21,6 +21,7 @@ from typing import Any
 from dispatcher.gateway import interactive
 from dispatcher.routing import choose_target
 from workers.liveness import holder_id
+from workers.providers.adapters import refusal
 from workers.quota.limits import charge_scale
 
 log = logging.getLogger("dispatch.pump")
@@ -106,8 +107,7 @@ class Pumper:
                 idx = choose_target(delays, routing.preference_delay_s)
                 if idx is None:
                     r.zrem(wait_key, job_id)
-                    store.finish(job, "failed", {"error": {"code": "no_target",
-                                 "message": "no enabled target can ever take this job"}})
+                    store.finish(job, "failed", {"error": self._no_target(job, targets)})
                     continue
                 delay = delays[idx] or 0.0
                 if delay > routing.horizon_s:  # the head waits: so does everything behind it
@@ -165,12 +165,21 @@ class Pumper:
         """
         delays: list[float | None] = [None] * len(targets)
         for i, key in enumerate(targets):
-            if key in job.excluded:
+            if key in job.excluded or refusal(self.rt.config.target(key), job.body):
                 continue
             delays[i] = self._delay(job, key, *busy[key])
             if delays[i] is not None and delays[i] <= preference_delay_s:
                 break
         return delays
+
+    def _no_target(self, job, targets: list[str]) -> dict[str, str]:
+        """The error of a job no target will ever take: the providers' refusals, if any."""
+        cfg = self.rt.config
+        whys = sorted({f"{why} ({key})" for key in targets if key not in job.excluded
+                       and (why := refusal(cfg.target(key), job.body))})
+        if whys:
+            return {"code": "rejected_by_all_targets", "message": "; ".join(whys)}
+        return {"code": "no_target", "message": "no enabled target can ever take this job"}
 
     def _delay(self, job, key: str, queued: int, calling: int) -> float | None:
         cfg = self.rt.config

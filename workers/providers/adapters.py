@@ -370,3 +370,11 @@ ADAPTERS: dict[str, Adapter] = {
 def adapter_for(dialect: str) -> Adapter:
     """The adapter for a ``ProviderConfig.dialect``; unknown names get plain OpenAI."""
     return ADAPTERS.get(dialect, ADAPTERS["openai"])
+
+
+def refusal(target: Any, body: dict[str, Any]) -> str | None:
+    """Why ``target``'s provider would certainly refuse ``body`` (``n > 1`` on Groq, a
+    parameter its dialect rejects), or None. The one check every routing decision asks —
+    validation, the pump's target choice, a call task before it takes quota — so such a
+    job routes past the target without costing it a request."""
+    return adapter_for(target.provider_config.dialect).incompatibility(body)
