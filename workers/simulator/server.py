@@ -344,7 +344,6 @@ def _num(value: float) -> float:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms ACK stall
     timeout = 300  # an idle keep-alive connection frees its thread after this long
     disable_nagle_algorithm = True  # headers and body are two writes: without it, the
     # body waits for the client's delayed ACK (~40 ms added to every answer's latency)
