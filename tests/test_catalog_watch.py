@@ -208,7 +208,7 @@ def test_workers_close_an_unlisted_model_route_past_it_and_reopen_it(tmp_path: P
 class _Cloudflare(_JsonServer):
     """Workers AI's model search: two pages in the v4 envelope; needs the bearer token."""
 
-    token = "cf-test-token-0123456789abcdef"
+    token = "test-key-cloudflare"
 
     def answer(self, path: str, headers) -> tuple[int, dict]:
         from urllib.parse import parse_qs, urlparse

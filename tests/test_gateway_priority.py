@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import httpx
 import redis
 
-from dispatcher.gateway import interactive
 from tests.cluster import TEST_REDIS_URL, Cluster, job_line, model, provider, write_config
 from tests.gateway_server import GatewayServer
+from workers import interactive
 
 
 def test_demand_claims_expire_and_make_the_batch_side_yield(monkeypatch) -> None:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from dispatcher.cli import app
 from dispatcher.openclaw import dispatch_snippet, env_name_of, provider_name
 
-FAKE_KEY = "nvapi-FAKE0123456789abcdefSECRET"
+FAKE_KEY = "test-key-openclaw-literal"
 
 SEED = """// ~/.openclaw/openclaw.json (JSON5: comments, unquoted keys, trailing commas)
 {
@@ -68,7 +68,7 @@ def test_import_writes_valid_providers_and_never_the_key(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     written = out.read_text()
     for text in (result.stdout, result.stderr, written):
-        assert FAKE_KEY not in text and "FAKE0123" not in text
+        assert FAKE_KEY not in text and "openclaw-literal" not in text
     doc = yaml.safe_load(written)["providers"]
     assert set(doc) == {"nvidia", "groq", "z-ai"}                       # anthropic skipped
     assert doc["nvidia"]["api_key_env"] == "NVIDIA_API_KEY"            # literal -> a name

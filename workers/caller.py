@@ -29,8 +29,7 @@ from typing import Any, Literal
 import redis
 
 from dispatcher.config.secrets import redact
-from dispatcher.gateway import interactive
-from workers import attempt, metrics
+from workers import attempt, interactive, metrics
 from workers.liveness import lease_of
 from workers.providers.adapters import refusal
 from workers.providers.images import ImageInlineError

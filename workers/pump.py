@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dispatcher.gateway import interactive
 from dispatcher.routing import choose_target
+from workers import interactive
 from workers.liveness import holder_id
 from workers.providers.adapters import refusal
 from workers.quota.limits import charge_scale

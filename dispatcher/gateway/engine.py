@@ -5,7 +5,7 @@ The same rules as a batch job, from the same modules: eligibility from
 :func:`workers.attempt.prepare`/:func:`~workers.attempt.send` (the one attempt path) and
 the outcome table :func:`workers.caller.next_step` with its side effects
 (:func:`workers.caller.react`). What differs is only *where* it waits: here, in the
-request, ahead of batch jobs (:mod:`dispatcher.gateway.interactive`), up to a deadline.
+request, ahead of batch jobs (:mod:`workers.interactive`), up to a deadline.
 
 The blocking parts (Redis scripts, the upstream call) run in a worker thread, reservation
 and send together, so the time between taking quota and sending stays short and steady.
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.batchfile import JobSpec
-from dispatcher.gateway import interactive, usage
+from dispatcher.gateway import usage
 from dispatcher.gateway.errors import ApiError
 from dispatcher.routing import choose_target
-from workers import attempt
+from workers import attempt, interactive
 from workers.caller import backoff_s, next_step, react
 from workers.providers.outcomes import JobRejected, RateLimited, Success, TargetRejected
 from workers.quota.classes import INTERACTIVE
