@@ -10,9 +10,10 @@ its own process (``dispatch serve --simulate``, pointed at that simulator), one 
 process (httpx, keep-alive) driving it; LiteLLM's proxy (``litellm --config``, one
 worker) is pointed at the same simulator with the same model and limits.
 
-- **latency**: one request at a time, alternating straight to the simulator and through
-  the gateway (simulator latency 0, limits far from binding); added = gateway − direct at
-  p50 and p99.
+- **latency**: one request at a time, in turn straight to the simulator, through the
+  gateway, and through the floor proxies (``bench/floor_proxy.py``: the least a Python ASGI
+  proxy with one Redis round trip adds here, with a thread hop, inline, or async);
+  simulator latency 0, limits far from binding; added = through − direct at p50 and p99.
 - **throughput**: ``--conc`` clients for ``--seconds`` each against our gateway and then
   LiteLLM's proxy, limits far too high to bind, simulator latency 20 ms: requests/s.
 - **binding**: the same with 120 requests/minute and 3,000 tokens/minute on the one model
@@ -212,37 +213,73 @@ def load_result(proc: subprocess.Popen[str]) -> dict:
 # -- the parts ------------------------------------------------------------------------
 
 
+class FloorProxy:
+    """``bench/floor_proxy.py`` on uvicorn in its own process: the least any Python ASGI
+    proxy with one Redis round trip adds here (``mode``: thread, inline or async)."""
+
+    def __init__(self, sim_url: str, mode: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "REDIS_URL": BENCH_REDIS_URL, "MODE": mode,
+               "UPSTREAM": f"{sim_url}/p/v1/chat/completions"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"),
+             "floor_proxy:app", "--port", str(self.port), "--log-level", "warning",
+             "--no-access-log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            start_new_session=True)
+        wait_http(f"{self.url}/healthz")
+
+    def stop(self) -> None:
+        from dispatcher.local import stop_process_groups
+
+        stop_process_groups([self.proc])
+
+
+FLOOR_MODES = ("thread", "inline", "async")
+
+
 def part_latency(tmp: Path, samples: int) -> dict:
+    """Direct, the gateway and the floor proxies, one request each per round, in turn."""
     import httpx
 
     flush_bench_db()
     cfg = config(tmp / "lat", [{"unit": "requests", "limit": 10_000_000, "per": "minute"}])
     sim = RemoteSimulator(cfg, (0.0, 0.0))
     gw = Gateway(cfg, sim.url, new_namespace("gwlat"))
-    direct, through = [], []
+    floors = {mode: FloorProxy(sim.url, mode) for mode in FLOOR_MODES}
+    body = {"model": "fast", "messages": MESSAGES, "max_tokens": 32}
+    sends = [("direct", f"{sim.url}/p/v1/chat/completions", {**body, "model": "m1"},
+              {"Authorization": "Bearer simulated"}),
+             ("gateway", f"{gw.url}/v1/chat/completions", body, AUTH),
+             *((f"floor_{m}", f"{f.url}/v1/chat/completions", body, {})
+               for m, f in floors.items())]
+    lat: dict[str, list[float]] = {name: [] for name, *_ in sends}
     try:
         c = httpx.Client(timeout=30)
-        body = {"model": "fast", "messages": MESSAGES, "max_tokens": 32}
         for i in range(samples + 50):
-            t = time.perf_counter()
-            r1 = c.post(f"{sim.url}/p/v1/chat/completions", json={**body, "model": "m1"},
-                        headers={"Authorization": "Bearer simulated"})
-            t1 = time.perf_counter()
-            r2 = c.post(f"{gw.url}/v1/chat/completions", json=body, headers=AUTH)
-            t2 = time.perf_counter()
-            assert r1.status_code == 200 and r2.status_code == 200, r2.text
-            if i >= 50:  # warm-up: connections, imports, script cache
-                direct.append(t1 - t)
-                through.append(t2 - t1)
+            for name, url, payload, headers in sends:
+                t = time.perf_counter()
+                r = c.post(url, json=payload, headers=headers)
+                took = time.perf_counter() - t
+                assert r.status_code == 200, (name, r.text)
+                if i >= 50:  # warm-up: connections, imports, script cache
+                    lat[name].append(took)
     finally:
         gw.stop()
         sim.stop()
-    ms = {k: round(pct(v, p) * 1000, 2) for k, v, p in (
-        ("direct_p50", direct, .5), ("direct_p99", direct, .99),
-        ("gateway_p50", through, .5), ("gateway_p99", through, .99))}
-    ms["added_p50_ms"] = round(ms["gateway_p50"] - ms["direct_p50"], 2)
-    ms["added_p99_ms"] = round(ms["gateway_p99"] - ms["direct_p99"], 2)
-    return {"samples": samples, **ms}
+        for f in floors.values():
+            f.stop()
+    out: dict[str, Any] = {"samples": samples}
+    for name, xs in lat.items():
+        out[f"{name}_p50"] = round(pct(xs, .5) * 1000, 2)
+        out[f"{name}_p99"] = round(pct(xs, .99) * 1000, 2)
+    for name in lat:
+        if name != "direct":
+            for q in ("p50", "p99"):
+                out[f"added_{q}_ms" if name == "gateway" else f"{name}_added_{q}_ms"] = round(
+                    out[f"{name}_{q}"] - out[f"direct_{q}"], 2)
+    return out
 
 
 def part_throughput(tmp: Path, litellm: str | None, seconds: float, conc: int) -> dict:

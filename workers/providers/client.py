@@ -1,14 +1,21 @@
 """Pooled HTTP clients, one per provider, and :func:`call`, one classified upstream call.
 
-One ``httpx.Client`` per provider keeps connections alive between calls (TLS setup is
-slow next to a short completion), with room for every call the job store may admit at
+One :class:`ProviderClient` per provider keeps connections alive between calls (TLS setup
+is slow next to a short completion), with room for every call the job store may admit at
 once (``concurrency`` per target): a call never holds quota while it waits for a
-connection.
-httpx clients are safe to share between the threads of a pool.
+connection. Clients are safe to share between the threads of a pool.
+
+It speaks to ``httpcore`` (httpx's own transport) directly: every call of every worker,
+of the gateway and of ``providers --test`` goes through here, and httpx's client layer
+(URL merging, cookies, auth and redirect hooks, none of which an API call needs) cost
+about as much CPU as the HTTP exchange itself (``docs/benchmarks.md``, the gateway). What
+httpx's client gave that a user may rely on is kept: the same CA bundle
+(``httpx.create_ssl_context``: certifi, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), proxies
+from ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` with ``NO_PROXY``, TCP_NODELAY, and
+gzip/deflate answers decoded (none is asked for).
 
 The key is passed per call and never stored; transport errors are re-raised as
-:class:`TransportFailure` with redacted text and without the httpx exception attached
-(its ``request`` carries the Authorization header).
+:class:`TransportFailure` with redacted text and without the transport's exception attached.
 
     >>> pool = ClientPool({})              # usually ClientPool(config.providers)
     >>> pool.close()
@@ -19,10 +26,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
+import urllib.request
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 
 from dispatcher.config.models import ProviderConfig
@@ -32,6 +43,11 @@ from workers.providers.outcomes import Observation, Outcome, Transient
 
 CONNECT_TIMEOUT_S = 10.0
 USER_AGENT = "llm-dispatch/0.1"
+_TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError,
+                     httpcore.UnsupportedProtocol, OSError, ValueError, zlib.error)
+"""No answer from the other side (``httpcore.TimeoutException`` is told apart); a
+malformed URL is a ``ValueError`` or ``UnsupportedProtocol``; a body that does not
+decompress as labelled is ``zlib.error``."""
 
 
 def scrub(text: str, api_key: str | None) -> str:
@@ -69,14 +85,14 @@ class TransportFailure(Exception):
         super().__init__(self.message)
 
 
-def _trace(on_sent: Callable[[], None]) -> dict[str, Any]:
+def _trace(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], None]:
     """httpcore's per-request trace hook, reduced to "the request body is on the wire"."""
 
     def trace(event: str, info: dict[str, Any]) -> None:
         if event.endswith("send_request_body.complete"):
             on_sent()
 
-    return {"trace": trace}
+    return trace
 
 
 def pool_size(pc: ProviderConfig) -> int:
@@ -88,6 +104,68 @@ def pool_size(pc: ProviderConfig) -> int:
         6
     """
     return pc.concurrency * max(1, len(pc.models))
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``ALL_PROXY``, lower case too), unless ``NO_PROXY`` exempts its host; the rules of
+    the standard library, as httpx applies them.
+
+        >>> import os; os.environ.pop("HTTPS_PROXY", None) and None
+        >>> proxy_for("https://api.groq.com/openai/v1") is None or True
+        True
+    """
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or (parts.hostname and urllib.request.proxy_bypass(parts.hostname)):
+        return None
+    return proxy if "://" in proxy else "http://" + proxy
+
+
+def _proxy(url: str) -> httpcore.Proxy:
+    """``httpcore.Proxy`` for a proxy URL, credentials taken out of it into ``auth``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return httpcore.Proxy(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    bare = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    auth = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+    return httpcore.Proxy(bare, auth=auth)
+
+
+class _Decoder:
+    """Undo a ``gzip``/``deflate`` Content-Encoding (none is asked for; some servers send
+    it anyway); anything else passes through as received."""
+
+    def __init__(self, encoding: str):
+        encoding = encoding.strip().lower()
+        self._z = (zlib.decompressobj(zlib.MAX_WBITS | 32) if encoding in ("gzip", "deflate")
+                   else None)
+
+    def __call__(self, data: bytes) -> bytes:
+        return data if self._z is None else self._z.decompress(data)
+
+    def flush(self) -> bytes:
+        return b"" if self._z is None else self._z.flush()
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The lines of a byte stream (``\\n`` or ``\\r\\n`` endings, split anywhere across
+    chunks), decoded as UTF-8.
+
+        >>> list(_lines([b"data: 1\\r", b"\\nda", b"ta: 2\\n\\n", b"x"]))
+        ['data: 1', 'data: 2', '', 'x']
+    """
+    buffer = b""
+    for chunk in chunks:
+        *complete, buffer = (buffer + chunk).split(b"\n")
+        for line in complete:
+            yield line.removesuffix(b"\r").decode("utf-8", "replace")
+    if buffer:
+        yield buffer.removesuffix(b"\r").decode("utf-8", "replace")
 
 
 class ProviderClient:
@@ -107,13 +185,13 @@ class ProviderClient:
     ):
         self.name = name
         self.timeout_s = timeout_s
-        timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
-        limits = httpx.Limits(
-            max_connections=concurrency,
-            max_keepalive_connections=concurrency,
-            keepalive_expiry=30.0,
-        )
-        self._http = httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
+        self._size = concurrency
+        self._timeout = {"connect": min(connect_timeout_s, timeout_s), "read": timeout_s,
+                         "write": timeout_s, "pool": timeout_s}
+        self._ssl = httpx.create_ssl_context()
+        self._pools: dict[str | None, httpcore.ConnectionPool] = {}
+        self._routes: dict[str, tuple[bytes, httpcore.ConnectionPool]] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, name: str, pc: ProviderConfig) -> ProviderClient:
@@ -122,6 +200,24 @@ class ProviderClient:
         models at once. A smaller pool would make a call that holds its quota wait for a
         connection, and reach the upstream late."""
         return cls(name, concurrency=pool_size(pc), timeout_s=pc.timeout_s)
+
+    def _route(self, url_base: str) -> tuple[bytes, httpcore.ConnectionPool]:
+        """The request URL and the pool (direct, or through the environment's proxy) for a
+        base URL; worked out once per base URL."""
+        route = self._routes.get(url_base)
+        if route is None:
+            url = url_base.rstrip("/") + "/chat/completions"
+            proxy = proxy_for(url)
+            with self._lock:
+                pool = self._pools.get(proxy)
+                if pool is None:
+                    pool = httpcore.ConnectionPool(
+                        ssl_context=self._ssl, proxy=_proxy(proxy) if proxy else None,
+                        max_connections=self._size, max_keepalive_connections=self._size,
+                        keepalive_expiry=30.0)
+                    self._pools[proxy] = pool
+                route = self._routes[url_base] = (url.encode(), pool)
+        return route
 
     def send(self, url_base: str, api_key: str | None, body: dict[str, Any],
              on_sent: Callable[[], None] | None = None,
@@ -134,50 +230,73 @@ class ProviderClient:
         it arrives, and ``content`` is the whole answer put back together as one
         ``chat.completion`` (:func:`assemble_chunks`), classified like any other answer;
         a non-SSE answer (an error) is returned whole."""
-        headers = {"Content-Type": "application/json",
-                   "Accept": "application/json" if on_chunk is None else "text/event-stream",
-                   "User-Agent": USER_AGENT}
+        headers = [(b"Content-Type", b"application/json"),
+                   (b"Accept", b"application/json" if on_chunk is None else b"text/event-stream"),
+                   (b"User-Agent", USER_AGENT.encode())]
         if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        url = url_base.rstrip("/") + "/chat/completions"
+            headers.append((b"Authorization", b"Bearer " + api_key.encode()))
+        extensions: dict[str, Any] = {"timeout": self._timeout}
+        if on_sent is not None:
+            extensions["trace"] = _trace(on_sent)
         start = time.monotonic()
         error: str | None = None
-        extensions = _trace(on_sent) if on_sent else None
         try:
+            url, pool = self._route(url_base)
+            content = json.dumps(body).encode()
             if on_chunk is None:
-                resp = self._http.post(url, content=json.dumps(body).encode(), headers=headers,
-                                       extensions=extensions)
-                content = resp.content
+                resp = pool.request(b"POST", url, headers=headers, content=content,
+                                    extensions=extensions)
+                out = _decoded(resp.headers, resp.content)
             else:
-                resp, content = self._streamed(url, headers, body, extensions, on_chunk)
-        except httpx.TimeoutException as exc:
+                resp, out = self._streamed(pool, url, headers, content, extensions, on_chunk)
+        except httpcore.TimeoutException as exc:
             error, timed_out = f"{type(exc).__name__} after {time.monotonic() - start:.1f}s", True
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        except _TRANSPORT_ERRORS as exc:
             error, timed_out = f"{type(exc).__name__}: {exc}", False
-        if error is not None:  # raised outside `except`: no chained httpx exception
+        if error is not None:  # raised outside `except`: no chained transport exception
             message = scrub(f"{self.name}: {error}", api_key)
             raise TransportFailure(message, time.monotonic() - start, timeout=timed_out)
-        return RawResponse(resp.status_code, resp.headers, content, time.monotonic() - start)
+        return RawResponse(resp.status, httpx.Headers(resp.headers), out,
+                           time.monotonic() - start)
 
-    def _streamed(self, url: str, headers: dict[str, str], body: dict[str, Any],
-                  extensions: dict[str, Any] | None,
-                  on_chunk: Callable[[dict[str, Any]], None]) -> tuple[httpx.Response, bytes]:
-        with self._http.stream("POST", url, content=json.dumps(body).encode(), headers=headers,
-                               extensions=extensions) as resp:
-            ctype = resp.headers.get("content-type", "")
-            if not (200 <= resp.status_code < 300 and ctype.startswith("text/event-stream")):
-                return resp, resp.read()
+    @staticmethod
+    def _streamed(pool: httpcore.ConnectionPool, url: bytes, headers: list[tuple[bytes, bytes]],
+                  content: bytes, extensions: dict[str, Any],
+                  on_chunk: Callable[[dict[str, Any]], None]) -> tuple[httpcore.Response, bytes]:
+        with pool.stream(b"POST", url, headers=headers, content=content,
+                         extensions=extensions) as resp:
+            fields = httpx.Headers(resp.headers)
+            ctype = fields.get("content-type", "")
+            if not (200 <= resp.status < 300 and ctype.startswith("text/event-stream")):
+                return resp, _decoded(resp.headers, resp.read())
+            decode = _Decoder(fields.get("content-encoding", ""))
             chunks: list[dict[str, Any]] = []
-            for chunk in sse_events(resp.iter_lines()):
+            raw = (decode(part) for part in resp.iter_stream())
+            for chunk in sse_events(_lines(raw)):
                 chunks.append(chunk)
                 on_chunk(chunk)
             return resp, json.dumps(assemble_chunks(chunks)).encode()
 
     def close(self) -> None:
-        self._http.close()
+        with self._lock:
+            pools, self._pools, self._routes = list(self._pools.values()), {}, {}
+        for pool in pools:
+            pool.close()
 
     def __repr__(self) -> str:
         return f"ProviderClient({self.name!r}, timeout_s={self.timeout_s})"
+
+
+def _decoded(headers: list[tuple[bytes, bytes]], content: bytes) -> bytes:
+    """The body as sent before any Content-Encoding (see :class:`_Decoder`)."""
+    for name, value in headers:
+        if name.lower() == b"content-encoding":
+            decode = _Decoder(value.decode("latin-1"))
+            try:
+                return decode(content) + decode.flush()
+            except zlib.error:
+                return content  # mislabelled: classified as received (garbage is garbage)
+    return content
 
 
 class ClientPool:
