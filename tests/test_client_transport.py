@@ -89,13 +89,17 @@ def body(model: str, **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "ping"}], **extra}
 
 
-def test_gzip_answer_is_decoded(server: str, no_proxy_env: pytest.MonkeyPatch) -> None:
+def call_once(base_url: str, model: str) -> Any:
+    """One classified call through a fresh client (its proxy choice made afresh)."""
     client = ProviderClient("groq", concurrency=2, timeout_s=5)
     try:
-        outcome, _, _ = call(adapter_for("groq"), client, f"http://{server}/v1", "k" * 10,
-                             body("gzipped"))
+        return call(adapter_for("groq"), client, base_url, "k" * 10, body(model))[0]
     finally:
         client.close()
+
+
+def test_gzip_answer_is_decoded(server: str, no_proxy_env: pytest.MonkeyPatch) -> None:
+    outcome = call_once(f"http://{server}/v1", "gzipped")
     assert isinstance(outcome, Success) and outcome.usage["total_tokens"] == 4
 
 
@@ -104,12 +108,7 @@ def test_proxy_from_environment_is_used(server: str, no_proxy_env: pytest.Monkey
     proxy receives it) for a host that does not even resolve."""
     no_proxy_env.setenv("HTTP_PROXY", f"http://{server}")
     Handler.seen.clear()
-    client = ProviderClient("groq", concurrency=2, timeout_s=5)
-    try:
-        outcome, _, _ = call(adapter_for("groq"), client, "http://upstream.invalid/v1",
-                             "k" * 10, body("m"))
-    finally:
-        client.close()
+    outcome = call_once("http://upstream.invalid/v1", "m")
     assert isinstance(outcome, Success)
     assert Handler.seen == ["POST http://upstream.invalid/v1/chat/completions HTTP/1.1"]
 
@@ -119,12 +118,7 @@ def test_no_proxy_goes_direct(server: str, no_proxy_env: pytest.MonkeyPatch) -> 
     no_proxy_env.setenv("NO_PROXY", "127.0.0.1,localhost")
     assert proxy_for(f"http://{server}/v1/chat/completions") is None
     Handler.seen.clear()
-    client = ProviderClient("groq", concurrency=2, timeout_s=5)
-    try:
-        outcome, _, _ = call(adapter_for("groq"), client, f"http://{server}/v1", "k" * 10,
-                             body("m"))
-    finally:
-        client.close()
+    outcome = call_once(f"http://{server}/v1", "m")
     assert isinstance(outcome, Success)
     assert Handler.seen == ["POST /v1/chat/completions HTTP/1.1"]
 
