@@ -37,6 +37,8 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from workers import wire
+
 log = logging.getLogger("dispatch.jobstore")
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
@@ -397,15 +399,16 @@ class JobStore:
     def gw_free(self, slots: list[tuple[str, str]], sigs: Iterable[str]) -> None:
         """Give gateway slots back (``(target, member)`` each) and wake the waiting sets
         ``sigs`` (those the freed targets may serve), as a call task's release does, so a
-        batch job takes the slot at once; one round trip."""
-        pipe = self.r.pipeline(transaction=False)
-        for target, member in slots:
-            pipe.zrem(self.gwcalling_key(target), member)
+        batch job takes the slot at once; one round trip, packed by hand (it runs beside
+        the gateway's answers: :mod:`workers.wire`)."""
+        commands: list[tuple[Any, ...]] = [("ZREM", self.gwcalling_key(target), member)
+                                           for target, member in slots]
         sigs = list(dict.fromkeys(sigs))
         if sigs:
-            pipe.rpush(self.wake_key, *sigs)
-            pipe.ltrim(self.wake_key, -1000, -1)
-        pipe.execute()
+            commands += [("RPUSH", self.wake_key, *sigs), ("LTRIM", self.wake_key, -1000, -1)]
+        for reply in wire.call_many(self.r, commands):
+            if isinstance(reply, Exception):
+                raise reply
 
     def finish(self, job: Job, state: str, result: dict[str, Any], provider: str = "") -> bool:
         """End the job exactly once; a second finish (a redelivered message) changes nothing."""

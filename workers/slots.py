@@ -48,6 +48,9 @@ FULL_MEMORY_S = 2.0
 """How long a target found full is approached slot first (see the module docstring)."""
 SETTLE_S = 1.0
 """The longest a request waits for this process's pending release of a slot."""
+IDLE_EXIT_S = 60.0
+"""The keeper's thread ends after this long with no slot held or queued (a busy gateway
+keeps one thread, not one per call)."""
 
 
 def live_count(pipe: Any, store: Any, target: str) -> None:
@@ -146,8 +149,9 @@ class Slots:
 
     def _run(self) -> None:
         """Write releases as they come, extend the leases of held slots every REFRESH_S;
-        exit when nothing is held or queued (started again on the next slot)."""
-        kept_at = time.monotonic()
+        exit after IDLE_EXIT_S with nothing held or queued (started again on the next
+        slot)."""
+        kept_at = busy_at = time.monotonic()
         while True:
             try:
                 first: Slot | None = self._queue.get(timeout=REFRESH_S / 2)
@@ -155,11 +159,14 @@ class Slots:
                 first = None
             if first is not None:
                 self._write_frees(first)
-            if time.monotonic() - kept_at >= REFRESH_S:
-                kept_at = time.monotonic()
+            now = time.monotonic()
+            if now - kept_at >= REFRESH_S:
+                kept_at = now
                 self._keep()
             with self._lock:
-                if not self._held and self._queue.empty():
+                if self._held or not self._queue.empty() or first is not None:
+                    busy_at = now
+                elif now - busy_at >= IDLE_EXIT_S:
                     self._thread = None
                     return
 

@@ -94,7 +94,10 @@ end
 -- removed here, so a gateway process that died holds nothing past its leases).
 local function occupancy(queued_key, calling_key, gw_key, now)
   redis.call('ZREMRANGEBYSCORE', gw_key, '-inf', now)
-  return redis.call('ZCARD', queued_key) + redis.call('ZCARD', calling_key)
-         - redis.call('ZINTERCARD', 2, queued_key, calling_key)
-         + redis.call('ZCARD', gw_key)
+  local queued, calling = redis.call('ZCARD', queued_key), redis.call('ZCARD', calling_key)
+  local both = 0
+  if queued > 0 and calling > 0 then
+    both = redis.call('ZINTERCARD', 2, queued_key, calling_key)
+  end
+  return queued + calling - both + redis.call('ZCARD', gw_key)
 end
