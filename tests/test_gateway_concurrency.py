@@ -147,6 +147,25 @@ def test_releases_are_written_off_the_callers_thread_and_wake_the_pump(store) ->
     assert slots.take(slots.new(T, pc))
 
 
+def test_the_keeper_extends_the_lease_of_a_call_outlasting_it(store, monkeypatch) -> None:
+    from workers import slots as slots_module
+
+    monkeypatch.setattr(slots_module, "LEASE_MARGIN_S", 0.0)
+    monkeypatch.setattr(slots_module, "REFRESH_S", 0.1)
+    slots = Slots(SimpleNamespace(store=store, sigs_with=lambda target: []))
+    stream = slots.new(T, SimpleNamespace(concurrency=1, timeout_s=1.5))  # a 1.5 s lease
+    assert slots.take(stream)
+    key = store.gwcalling_key(T)
+    first = store.r.zscore(key, stream.member)
+    Cluster.wait_for(lambda: server_time(store.r) > first + 0.5, 10,
+                     "the first lease to end", 0.02)
+    assert store.r.zscore(key, stream.member) > server_time(store.r)  # still live
+    assert not store.gw_take(T, "other", 1, 60)                       # and still counted
+    slots.free(stream)
+    slots.settle(T)
+    Cluster.wait_for(lambda: store.r.zcard(key) == 0, 10, "the slot back")
+
+
 # -- through the gateway ---------------------------------------------------------------
 
 
