@@ -184,6 +184,9 @@ class Slots:
         except redis.RedisError as exc:  # the leases end them; batch calls wait till then
             log.warning("gateway slots: %d not given back (Redis: %s); they lapse with "
                         "their lease", len(batch), exc)
+        except Exception:  # never let the keeper die: later releases must still be written
+            log.exception("gateway slots: %d not given back; they lapse with their lease",
+                          len(batch))
         finally:
             with self._lock:
                 for s in batch:
@@ -199,3 +202,5 @@ class Slots:
             self.rt.store.gw_keep([(s.target, s.member, s.lease_s) for s in held])
         except redis.RedisError as exc:
             log.warning("gateway slots: leases not extended (Redis: %s)", exc)
+        except Exception:  # the next round tries again
+            log.exception("gateway slots: leases not extended")
