@@ -82,7 +82,8 @@ def target_waits(rt, batch: str) -> list[TargetWait]:
             continue
         cost = estimate_cost(body, target.model, cfg.settings.quota, cfg.settings.jobs)
         probe = quota.probe(target, cost)
-        busy = rt.r.zcard(rt.store.calling_key(ref))
+        busy = rt.r.zcard(rt.store.calling_key(ref)) + rt.r.zcount(  # gateway calls too
+            rt.store.gwcalling_key(ref), time.time(), "+inf")
         out.append(TargetWait(ref, probe.granted, probe.wait_s, probe.limit, probe.never,
                               busy >= target.provider_config.concurrency))
     return out

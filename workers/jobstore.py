@@ -11,6 +11,8 @@ Layout (``ns`` is the deployment's namespace; a batch's keys share a hash tag):
 - ``ns:waitsets``             hash: SIG -> {"tag", "targets"}
 - ``ns:wake``                 list: signatures whose waiting set may move now
 - ``ns:queued:T`` / ``ns:calling:T``  zsets: jobs handed to target T's provider queue / in a call
+- ``ns:gwcalling:T``          zset: gateway calls on T in progress, scored by lease expiry
+                              (they hold T's concurrency slots too: workers/slots.py)
 - ``ns:lease:ID``             a live worker process's heartbeat (workers/liveness.py); a
                               job's ``holder`` field names the lease of whoever holds it
 - ``ns:deadlines``            zset: batches by the time their deadline is (next) enforced
@@ -34,6 +36,8 @@ from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
+
+from workers import wire
 
 log = logging.getLogger("dispatch.jobstore")
 
@@ -120,6 +124,8 @@ class JobStore:
         self._sweep = script("sweep")
         self._crash = script("crash")
         self._release_script = script("release")
+        self._gwtake = script("gwtake")
+        self._gwkeep = script("gwkeep")
         self._expire = script("expire")
         self._constants: dict[str, tuple[bool, float]] = {}
         self._orphans: list[tuple[Job, str, str]] = []
@@ -156,6 +162,10 @@ class JobStore:
 
     def calling_key(self, target: str) -> str:
         return f"{self.ns}:calling:{target}"
+
+    def gwcalling_key(self, target: str) -> str:
+        """The concurrency slots gateway calls hold on ``target`` (see workers/slots.py)."""
+        return f"{self.ns}:gwcalling:{target}"
 
     # -- submission -----------------------------------------------------------
     def create_batch(
@@ -358,6 +368,48 @@ class JobStore:
                                    self.wake_key, self.job_key(jid)],
                              args=[jid, holder, *sigs])
 
+    # -- gateway calls' concurrency slots (workers/slots.py) ------------------------
+    def gw_take_call(self, target: str, member: str, concurrency: int,
+                     lease_s: float) -> tuple[Any, list[str], list[Any]]:
+        """The script call taking a gateway slot on ``target`` (reply 1: taken, 0: full),
+        as ``(script, keys, args)``: run alone by :meth:`gw_take`, or packed into the quota
+        reservation's round trip (``QuotaEngine.reserve_along``)."""
+        return (self._gwtake,
+                [self.gwcalling_key(target), self.queued_key(target), self.calling_key(target)],
+                [member, concurrency, max(1, int(lease_s * 1000))])
+
+    def gw_take(self, target: str, member: str, concurrency: int, lease_s: float) -> bool:
+        script, keys, args = self.gw_take_call(target, member, concurrency, lease_s)
+        return int(script(keys=keys, args=args)) == 1
+
+    def gw_keep(self, slots: list[tuple[str, str, float]]) -> int:
+        """Extend the leases of gateway slots still in a call: ``(target, member, lease_s)``
+        each, one round trip. Returns how many were still there."""
+        if not slots:
+            return 0
+        ops = [lambda pipe, t=t, m=m, ls=ls: self._script_in(
+            pipe, self._gwkeep, [self.gwcalling_key(t)], [m, max(1, int(ls * 1000))])
+            for t, m, ls in slots]
+        replies = self._run_ops(ops)
+        if any(isinstance(x, NoScriptError) for got in replies for x in got):
+            self.r.script_load(self._gwkeep.script)
+            replies = self._run_ops(ops)  # extending twice is harmless
+        return sum(1 for got in replies for x in got if x == 1)
+
+    def gw_free(self, slots: list[tuple[str, str]], sigs: Iterable[str]) -> None:
+        """Give gateway slots back (``(target, member)`` each) and wake the waiting sets
+        ``sigs`` (those the freed targets may serve), as a call task's release does, so a
+        batch job takes the slot at once; one round trip, packed by hand (it runs beside
+        the gateway's answers: :mod:`workers.wire`)."""
+        commands: list[tuple[Any, ...]] = [("ZREM", self.gwcalling_key(target), member)
+                                           for target, member in slots]
+        sigs = list(dict.fromkeys(sigs))
+        if sigs:
+            commands += [("RPUSH", self.wake_key, *sigs), ("LTRIM", self.wake_key, -1000, -1)]
+        for reply in wire.call_many(self.r, commands):
+            if isinstance(reply, Exception):
+                raise reply
+
     def finish(self, job: Job, state: str, result: dict[str, Any], provider: str = "") -> bool:
         """End the job exactly once; a second finish (a redelivered message) changes nothing."""
         return int(self._pipelined(
@@ -457,12 +509,15 @@ class JobStore:
         jid, status, *flat = reply
         return self._job(jid, _pairs(flat)), status or None
 
-    def handout(self, job: Job, target: str, wait_key: str, holder: str = "") -> int:
+    def handout(self, job: Job, target: str, wait_key: str, holder: str = "",
+                concurrency: int = 0) -> int:
         """Move a waiting job to ``target``'s queued set, held by ``holder`` until a call
         task claims it; returns the hand-out's ticket for the message, 0 if another taker
-        had it."""
-        return int(self._handout(keys=[wait_key, self.queued_key(target), self.job_key(job.id)],
-                                 args=[job.id, target, holder]))
+        had it, -1 if ``target`` is at its ``concurrency`` (0: not checked) — the pump
+        counted before, but a gateway call may have taken the last slot since."""
+        return int(self._handout(keys=[wait_key, self.queued_key(target), self.job_key(job.id),
+                                       self.calling_key(target), self.gwcalling_key(target)],
+                                 args=[job.id, target, holder, concurrency]))
 
     def park(self, job: Job, holder: str = "") -> bool:
         """Put a job back among those waiting for its remaining targets (keeps its place);

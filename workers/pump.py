@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatcher.routing import choose_target
-from workers import interactive
+from workers import interactive, slots
 from workers.liveness import holder_id
 from workers.providers.adapters import refusal
 from workers.quota.limits import charge_scale
@@ -112,7 +112,8 @@ class Pumper:
                 delay = delays[idx] or 0.0
                 if delay > routing.horizon_s:  # the head waits: so does everything behind it
                     return max(0.05, min(delay - routing.horizon_s, IDLE_RECHECK_S))
-                self._dispatch(job, targets[idx], wait_key)
+                if not self._dispatch(job, targets[idx], wait_key):
+                    break  # the target filled up since it was counted: count again
                 queued, calling = busy[targets[idx]]
                 busy[targets[idx]] = (queued + 1, calling)
             if len(heads) < wanted:  # the set was emptied: no need to read it again
@@ -134,7 +135,8 @@ class Pumper:
         return self.rt.config.target(key).provider_config.concurrency
 
     def _occupancy(self, targets: list[str]) -> dict[str, tuple[int, int]]:
-        """(queued, calling) per target: jobs handed to its provider queue / in a call."""
+        """(queued, calling) per target: jobs handed to its provider queue / calls in
+        progress, batch jobs' and the HTTP gateway's (its live slots, workers/slots.py)."""
         pipe = self.rt.r.pipeline(transaction=False)
         self._count(pipe, targets)
         return self._busy(targets, pipe.execute())
@@ -143,10 +145,12 @@ class Pumper:
         for key in targets:
             pipe.zcard(self.rt.store.queued_key(key))
             pipe.zcard(self.rt.store.calling_key(key))
+            slots.live_count(pipe, self.rt.store, key)
 
     @staticmethod
     def _busy(targets: list[str], counts: list[int]) -> dict[str, tuple[int, int]]:
-        return {key: (counts[2 * i], counts[2 * i + 1]) for i, key in enumerate(targets)}
+        return {key: (counts[3 * i], counts[3 * i + 1] + counts[3 * i + 2])
+                for i, key in enumerate(targets)}
 
     @staticmethod
     def _ending(job, batch_cancelled: bool) -> tuple[str, str] | None:
@@ -208,15 +212,19 @@ class Pumper:
             delay = max(delay, horizon + 0.001)
         return interactive.batch_delay(self.rt, key, delay)
 
-    def _dispatch(self, job, target: str, wait_key: str) -> None:
-        """Hand the job to ``target`` and publish its call task.
+    def _dispatch(self, job, target: str, wait_key: str) -> bool:
+        """Hand the job to ``target`` and publish its call task; False when ``target``
+        reached its concurrency since it was counted (the job keeps waiting).
 
         The hand-out is atomic: a call task going on with its target's backlog may have
-        taken this head meanwhile, and then nothing is published. The job is held by this
+        taken this head meanwhile, and then nothing is published; a gateway call (or
+        another waiting set's pump) may have taken the last slot. The job is held by this
         process's lease until a call task claims it: a crash between the hand-out and the
         publish leaves it in the queued set with no message, and the sweep puts it back
         once this process's lease lapsed (or after ``handout_timeout_s``); nothing is lost.
         """
-        ticket = self.rt.store.handout(job, target, wait_key, holder_id(self.rt))
-        if ticket:
+        ticket = self.rt.store.handout(job, target, wait_key, holder_id(self.rt),
+                                       self._concurrency(target))
+        if ticket > 0:
             self.publish(job, target, ticket)
+        return ticket >= 0

@@ -21,6 +21,7 @@ from workers.jobstore import JobStore
 from workers.providers.client import ClientPool
 from workers.quota.engine import QuotaEngine
 from workers.simulators import live_simulator
+from workers.slots import Slots
 
 
 @dataclass
@@ -49,6 +50,11 @@ class Runtime:
 
     def quota(self, simulated: bool) -> QuotaEngine:
         return self.sim_quota if simulated else self.live_quota
+
+    @cached_property
+    def slots(self) -> Slots:
+        """The concurrency slots this process's gateway calls hold (workers/slots.py)."""
+        return Slots(self)
 
     @cached_property
     def clients(self) -> ClientPool:

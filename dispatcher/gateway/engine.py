@@ -14,6 +14,7 @@ and send together, so the time between taking quota and sending stays short and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import math
@@ -30,6 +31,9 @@ from workers import attempt, interactive
 from workers.caller import backoff_s, next_step, react
 from workers.providers.outcomes import JobRejected, RateLimited, Success, TargetRejected
 from workers.quota.classes import INTERACTIVE
+from workers.quota.costs import Cost
+from workers.quota.engine import QuotaUnavailable
+from workers.slots import Slot
 
 Chunk = Callable[[str, dict[str, Any]], None]
 """Receives ``(target, chunk)`` for each streamed chunk, in the calling thread."""
@@ -82,8 +86,9 @@ def step(gw, spec: JobSpec, excluded: set[str], stream: bool,
     The routing rule (:func:`~dispatcher.routing.choose_target`) takes the first target
     free within the preference delay, so each target in turn is simply *offered* the
     reservation: granted, it is the choice (every target before it is further off than the
-    preference delay); refused, its wait is its delay. One quota script per target looked
-    at, none spent on probing first.
+    preference delay); refused, its wait is its delay. One round trip per target looked
+    at (the quota script and the concurrency slot together, :func:`_take`), none spent on
+    probing first. The slot is held for the whole call and given back however it ends.
     """
     cfg, quota = gw.config, gw.quota()
     within = cfg.settings.routing.preference_delay_s
@@ -98,22 +103,92 @@ def step(gw, spec: JobSpec, excluded: set[str], stream: bool,
         if stream:
             ready = dataclasses.replace(ready, body={
                 **ready.body, "stream": True, "stream_options": {"include_usage": True}})
-        asked_at = time.monotonic()
-        # Interactive class: may use the share of calendar limits kept from batch jobs.
-        res = quota.reserve(target, ready.cost, interactive.reservation_id(), klass=INTERACTIVE)
-        if res.granted:
-            forward = None if on_chunk is None else functools.partial(on_chunk, key)
-            outcome, latency = attempt.send(gw.rt, ready, res.reservation_id, asked_at,
-                                            defer_success_usage=True, on_chunk=forward)
+        got = _take(gw, quota, target, ready.cost)
+        if isinstance(got, Taken):
+            try:
+                forward = None if on_chunk is None else functools.partial(on_chunk, key)
+                outcome, latency = attempt.send(gw.rt, ready, got.reservation_id, got.asked_at,
+                                                defer_success_usage=True, on_chunk=forward)
+            finally:  # success, error, exception, a client gone mid-stream: all end here
+                gw.rt.slots.free(got.slot)
             react(quota, target, outcome)
             return Called(key, outcome, latency)
-        delays[i] = None if res.never else res.wait_s
+        delays[i] = got
         if delays[i] is not None and delays[i] <= within:
             break
     idx = choose_target(delays, within)
     if idx is None:
         return NoneLeft()
     return Wait(remaining[idx], delays[idx] or 0.0, min(d for d in delays if d is not None))
+
+
+SLOT_WAIT_S = 0.025
+"""The delay a target at its concurrency presents: how often a request waiting for one of
+its slots asks again (small: a call ending frees one at any moment; positive: within the
+preference delay, so routing waits for the preferred target as it would for its quota)."""
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Quota and a concurrency slot, both taken: the call may start."""
+
+    slot: Slot
+    reservation_id: str
+    asked_at: float
+    """``time.monotonic()`` just before the reservation was asked for."""
+
+
+def _take(gw, quota, target, cost) -> Taken | float | None:
+    """The quota reservation and a concurrency slot on ``target``, both or neither:
+    :class:`Taken` when the call may start, else the target's delay (None: never).
+
+    One round trip: the slot script rides with the reservation. A mixed answer is settled
+    here: a slot without quota is given back; quota without a slot is given back whole
+    (as for a request that never left), unless the slot was only held by this process's
+    own release on its way. While the target was just found full, the slot is asked for
+    alone first, so a request polling a full target reserves (and gives back) nothing."""
+    slots, key = gw.rt.slots, target.key
+    slot = slots.new(key, target.provider_config)
+    rid = interactive.reservation_id()
+    res = None
+    try:
+        if slots.recently_full(key):
+            if not (slots.take(slot) or (slots.settle(key) and slots.take(slot))):
+                slots.mark_full(key)
+                return SLOT_WAIT_S
+            took = True
+            asked_at = time.monotonic()
+            # Interactive class: may use the share of calendar limits kept from batch jobs.
+            res = quota.reserve(target, cost, rid, klass=INTERACTIVE)
+        else:
+            asked_at = time.monotonic()
+            res, reply = quota.reserve_along(target, cost, slots.take_call(slot), rid,
+                                             klass=INTERACTIVE)
+            if isinstance(reply, Exception):
+                raise QuotaUnavailable(f"concurrency slot: {reply}")
+            took = reply == 1
+            if took:
+                slots.held(slot)
+            elif res.granted and slots.settle(key):
+                took = slots.take(slot)
+    except BaseException:
+        slots.free(slot)  # taken or not: removing it is harmless
+        if res is not None and res.granted:
+            with contextlib.suppress(QuotaUnavailable):
+                quota.reconcile(res.reservation_id, Cost(0, 0, 0))
+        raise
+    if res.granted and took:
+        return Taken(slot, res.reservation_id, asked_at)
+    if took:
+        slots.free(slot)
+    elif res.granted:
+        quota.reconcile(res.reservation_id, Cost(0, 0, 0))
+    if res.never:
+        return None
+    if not took:
+        slots.mark_full(key)
+        return max(SLOT_WAIT_S, 0.0 if res.granted else res.wait_s)
+    return res.wait_s
 
 
 def retry_after(seconds: float) -> str:

@@ -87,3 +87,17 @@ local function crashed(ns, jkey, jid, reason, max_crashes, retention, wake_key, 
   park_job(ns, jkey, jid, f[1], tonumber(f[2]) or 0, wake_key)
   return 1
 end
+
+-- How many of target T's concurrency slots are taken now: the jobs handed to it or in a
+-- call (a handed-out job that started is in both sets: counted once) and the live slots
+-- of gateway calls (gw: a zset of members scored by lease expiry; expired ones are
+-- removed here, so a gateway process that died holds nothing past its leases).
+local function occupancy(queued_key, calling_key, gw_key, now)
+  redis.call('ZREMRANGEBYSCORE', gw_key, '-inf', now)
+  local queued, calling = redis.call('ZCARD', queued_key), redis.call('ZCARD', calling_key)
+  local both = 0
+  if queued > 0 and calling > 0 then
+    both = redis.call('ZINTERCARD', 2, queued_key, calling_key)
+  end
+  return queued + calling - both + redis.call('ZCARD', gw_key)
+end

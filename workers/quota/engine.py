@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.config.loader import Config, Target
@@ -85,6 +85,9 @@ GRANTS_KEPT = 4096
 """Grant times remembered per process (a request leaves within moments of its grant)."""
 
 _OK, _REFUSED, _NEVER, _STALE, _COOLDOWN, _DUPLICATE = 1, 0, 2, 3, 4, 5
+
+ScriptCall = tuple[Any, list[Any], list[Any]]
+"""Another script to run in a reservation's round trip: ``(registered script, keys, args)``."""
 
 
 class QuotaUnavailable(RuntimeError):
@@ -169,6 +172,18 @@ def _units(charged: int, scale: int) -> float:
 
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _packed(sha: str, keys: list[Any], args: list[Any]) -> bytes:
+    """``EVALSHA sha numkeys keys... args...`` in the wire protocol (RESP)."""
+    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(args),
+                                                             sha.encode())]
+    n = str(len(keys)).encode()
+    parts.append(b"$%d\r\n%b\r\n" % (len(n), n))
+    for part in (*keys, *args):
+        b = part if isinstance(part, bytes) else str(part).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
+    return b"".join(parts)
 
 
 def _load(name: str, prelude: str) -> str:
@@ -290,22 +305,73 @@ class QuotaEngine:
         on a pooled connection: redis-py's generic path (argument encoding, retry and
         metrics wrappers) costs several times the script on a small machine. Anything
         else (a single-connection or cluster client) takes the generic path."""
-        pool = getattr(self.redis, "connection_pool", None)
-        if pool is None or getattr(self.redis, "connection", None) is not None:
+        pool = self._raw_pool()
+        if pool is None:
             return self.redis.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(args),
-                                                                 sha.encode())]
-        n = str(len(keys)).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(n), n))
-        for part in (*keys, *args):
-            b = part if isinstance(part, bytes) else str(part).encode()
-            parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
         conn = pool.get_connection()
         try:
-            conn.send_packed_command([b"".join(parts)])
+            conn.send_packed_command([_packed(sha, keys, args)])
             return conn.read_response()
         finally:
             pool.release(conn)
+
+    def _evalsha_many(self, calls: list[tuple[str, list[Any], list[Any]]]) -> list[Any]:
+        """Several EVALSHAs in one write on one connection, one round trip; each reply in
+        order, an error reply as its exception (every reply is read, so the connection
+        stays in step)."""
+        pool = self._raw_pool()
+        if pool is None:
+            pipe = self.redis.pipeline(transaction=False)
+            for sha, keys, args in calls:
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            return pipe.execute(raise_on_error=False)
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(_packed(*call) for call in calls)])
+            out: list[Any] = []
+            for _ in calls:
+                try:
+                    out.append(conn.read_response())
+                except ResponseError as exc:
+                    out.append(exc)
+            return out
+        finally:
+            pool.release(conn)
+
+    def _raw_pool(self) -> Any:
+        """The connection pool to pack commands for by hand, or None (generic path)."""
+        pool = getattr(self.redis, "connection_pool", None)
+        if pool is None or getattr(self.redis, "connection", None) is not None:
+            return None
+        return pool
+
+    def _eval_along(self, along: ScriptCall, name: str, keys: list[Any],
+                    args: list[Any]) -> tuple[Any, Any]:
+        """``along`` then the quota script ``name``, in one round trip: ``along``'s reply
+        (an error reply as its exception, returned: it must not hide the quota's answer)
+        and the quota script's reply (errors raised as :meth:`_eval` does). A script the
+        server lost (NOSCRIPT: it did nothing) is loaded and run again alone."""
+        script = self._scripts[name]
+        other, other_keys, other_args = along
+        try:
+            got, reply = self._evalsha_many([(other.sha, other_keys, other_args),
+                                             (script.sha, keys, args)])
+            if isinstance(got, NoScriptError):
+                other.sha = self.redis.script_load(other.script)
+                try:
+                    got = self._evalsha(other.sha, other_keys, other_args)
+                except ResponseError as exc:
+                    got = exc
+            if isinstance(reply, NoScriptError):
+                script.sha = self.redis.script_load(script.script)
+                reply = self._evalsha(script.sha, keys, args)
+            elif isinstance(reply, Exception):
+                raise reply
+            return got, reply
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise QuotaUnavailable(f"quota store unreachable: {exc}") from exc
+        except RedisError as exc:
+            raise QuotaUnavailable(f"quota store error: {exc}") from exc
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -337,6 +403,19 @@ class QuotaEngine:
         reserve; ``"interactive"`` may use the whole limit (:mod:`workers.quota.classes`)."""
         return self._run(target, cost, 1, reservation_id, probe=False, klass=klass)
 
+    def reserve_along(self, target: Target, cost: Cost, along: ScriptCall,
+                      reservation_id: str | None = None,
+                      klass: str = BATCH) -> tuple[Reservation, Any]:
+        """:meth:`reserve`, with another script sent ahead of it in the same write on the
+        same connection: one round trip for both (the HTTP gateway takes a concurrency
+        slot this way, :mod:`workers.slots`). The two are independent; the caller settles
+        mixed answers. Returns the reservation and ``along``'s reply: None when nothing was
+        sent (the cost exceeds a limit outright), an exception when it failed."""
+        box: list[Any] = []
+        res = self._run(target, cost, 1, reservation_id, probe=False, klass=klass,
+                        along=(along, box))
+        return res, box[0] if box else None
+
     def probe(self, target: Target, cost: Cost, count: int = 1,
               klass: str = BATCH) -> Reservation:
         """Would ``count`` × ``cost`` pass now? Consumes and writes nothing."""
@@ -346,7 +425,7 @@ class QuotaEngine:
 
     def _run(
         self, target: Target, cost: Cost, count: int, rid: str | None, probe: bool,
-        klass: str = BATCH,
+        klass: str = BATCH, along: tuple[ScriptCall, list[Any]] | None = None,
     ) -> Reservation:
         plan = self._plan(target)
         specs = plan.specs
@@ -382,7 +461,12 @@ class QuotaEngine:
                     keys.append(f"{s.base}:{p.key}")
                     args += (plan.kinds[i], b"%d" % costs[i], limits_b[i], p.start, p.end,
                              p.end + CALENDAR_SLACK_S)
-            reply = self._eval("reserve", keys, args)
+            if along is None:
+                reply = self._eval("reserve", keys, args)
+            else:  # the first try only: a retry below re-sends the reservation alone
+                got, reply = self._eval_along(along[0], "reserve", keys, args)
+                along[1].append(got)
+                along = None
             status, at = int(reply[0]), int(reply[1]) / US
             if status == _OK:
                 if probe:

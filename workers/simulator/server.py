@@ -77,6 +77,9 @@ class Simulator:
         self._targets = {t.key: t for t in config.targets()}
         self._stats: dict[str, Counter[str]] = {}
         self._totals: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()
+        self._max_in_flight: Counter[str] = Counter()
+        """Chat requests being answered, now and at most at once, per target and "*"."""
         self._dropped: set[str] = set()
         self._stop = threading.Event()
         self._server: _Server | None = None
@@ -166,6 +169,7 @@ class Simulator:
         with self._lock:
             self._stats.clear()
             self._totals.clear()
+            self._max_in_flight = Counter(self._in_flight)
         self.ledger.reset()
         self.faults.clear()
 
@@ -175,9 +179,12 @@ class Simulator:
             targets = {k: {c: _num(self._stats.get(k, Counter())[c]) for c in COUNTERS}
                        for k in self._targets}
             totals = {c: _num(self._totals[c]) for c in COUNTERS}
+            for key, counts in (*targets.items(), ("*", totals)):
+                counts["in_flight"] = self._in_flight[key]
+                counts["max_in_flight"] = self._max_in_flight[key]
             latency = self._latency
         providers: dict[str, dict[str, float]] = {}
-        for key, counts in targets.items():
+        for key, counts in targets.items():  # in-flight figures are per target and total
             agg = providers.setdefault(key.partition("/")[0], dict.fromkeys(COUNTERS, 0))
             for c in COUNTERS:
                 agg[c] = _num(agg[c] + counts[c])
@@ -244,11 +251,24 @@ class Simulator:
             return _not_found(f"The model `{model.id}` has been decommissioned and is no "
                               "longer supported.", "model_decommissioned")
         request_id = uuid.uuid4().hex[:24]
-        answer = self._chat(target, provider, model.id, body, dialect, request_id)
-        if not answer.hold:
-            answer.headers.setdefault("x-request-id", f"req_{request_id}")
-        self._sleep_latency()
-        return answer
+        self._flight(target, 1)
+        try:
+            answer = self._chat(target, provider, model.id, body, dialect, request_id)
+            if not answer.hold:
+                answer.headers.setdefault("x-request-id", f"req_{request_id}")
+            self._sleep_latency()
+            return answer
+        finally:  # before a byte of the answer is written: a client that has it is out
+            self._flight(target, -1)
+
+    def _flight(self, target: str, delta: int) -> None:
+        """Count a chat request in (1) or out (-1) of flight, keeping the highest count
+        (per target and in total: "how many calls at once", the concurrency checker)."""
+        with self._lock:
+            for key in (target, "*"):
+                self._in_flight[key] += delta
+                if self._in_flight[key] > self._max_in_flight[key]:
+                    self._max_in_flight[key] = self._in_flight[key]
 
     def _chat(self, target: str, provider: str, model_id: str, body: dict[str, Any],
               dialect: Dialect, request_id: str) -> Answer:
