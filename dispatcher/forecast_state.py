@@ -214,14 +214,14 @@ def world_from_redis(r: Any, namespace: str, cfg: Config, simulated: bool) -> Wo
     busy: dict[str, list[float]] = {}
     pipe = r.pipeline(transaction=False)
     for key in targets:
-        pipe.zcard(store.queued_key(key))
-        pipe.zcard(store.calling_key(key))
+        store.read_occupancy(pipe, key)
     counts = pipe.execute()
+    reads = store.OCCUPANCY_READS
     for i, key in enumerate(targets):
         secs, _reason = engine.cooldown_of(cfg.target(key))
         if secs > 0:
             cool[key] = now + secs
-        n = int(counts[2 * i]) + int(counts[2 * i + 1])
+        n = sum(store.occupancy_of(counts[reads * i:reads * (i + 1)]))
         if n:
             busy[key] = [now + latency / 2] * n
     return World(now=now, limits=limits, targets=targets, latency_s=latency,

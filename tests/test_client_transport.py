@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from workers.providers.adapters import adapter_for
-from workers.providers.client import ProviderClient, _lines, call, proxy_for
+from workers.providers.client import ProviderClient, TransportFailure, _lines, call, proxy_for
 from workers.providers.outcomes import Success
 
 COMPLETION = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
@@ -145,3 +145,30 @@ def test_lines_same_whatever_the_splits(lines: list[str], cuts: list[int], crlf:
     points = sorted({min(c, len(data)) for c in cuts})
     pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     assert list(_lines(pieces)) == lines
+
+
+@pytest.mark.parametrize("base", ["http://h:abc/v1", "ftp://x/v1", "garbage", "http:///v1",
+                                  "http://[::1/v1"])
+def test_an_unusable_base_url_is_a_transport_failure(base: str) -> None:
+    client = ProviderClient("groq", concurrency=1, timeout_s=5)
+    try:
+        with pytest.raises(TransportFailure) as info:
+            client.send(base, "k" * 10, body("m"))
+    finally:
+        client.close()
+    assert "invalid URL" in str(info.value) and info.value.__cause__ is None
+
+
+def test_an_error_of_the_chunk_callback_is_not_taken_for_the_upstreams(
+        server: str, no_proxy_env: pytest.MonkeyPatch) -> None:
+    """The gateway's client going away mid-stream surfaces in ``on_chunk``: that must not
+    look like an upstream failure (which another target might be tried for)."""
+    def gone(chunk: dict[str, Any]) -> None:
+        raise ConnectionResetError("the client went away")
+
+    client = ProviderClient("groq", concurrency=2, timeout_s=5)
+    try:
+        with pytest.raises(ConnectionResetError):
+            client.send(f"http://{server}/v1", "k" * 10, body("m", stream=True), on_chunk=gone)
+    finally:
+        client.close()

@@ -167,6 +167,31 @@ class JobStore:
         """The concurrency slots gateway calls hold on ``target`` (see workers/slots.py)."""
         return f"{self.ns}:gwcalling:{target}"
 
+    OCCUPANCY_READS = 4
+    """Replies :meth:`read_occupancy` queues per target, for :meth:`occupancy_of`."""
+
+    def read_occupancy(self, pipe: Any, target: str) -> None:
+        """Queue the reads of ``target``'s occupancy on ``pipe``. A started job stays in
+        ``queued:T`` until its release and is in ``calling:T`` too: the intersection is
+        counted once (as ``occupancy()`` in the Lua prelude does); live gateway slots
+        count as calls."""
+        queued, calling = self.queued_key(target), self.calling_key(target)
+        pipe.zcard(queued)
+        pipe.zcard(calling)
+        pipe.zintercard(2, [queued, calling])
+        pipe.zcount(self.gwcalling_key(target), time.time(), "+inf")
+
+    @staticmethod
+    def occupancy_of(replies: list[Any]) -> tuple[int, int]:
+        """``(handed out and not started, calls in progress)`` from one target's
+        :meth:`read_occupancy` replies.
+
+            >>> JobStore.occupancy_of([3, 2, 2, 1])   # 3 handed out, 2 of them started
+            (1, 3)
+        """
+        queued, calling, both, gateway = (int(x) for x in replies)
+        return queued - both, calling + gateway
+
     # -- submission -----------------------------------------------------------
     def create_batch(
         self,

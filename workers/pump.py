@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatcher.routing import choose_target
-from workers import interactive, slots
+from workers import interactive
 from workers.liveness import holder_id
 from workers.providers.adapters import refusal
 from workers.quota.limits import charge_scale
@@ -135,21 +135,20 @@ class Pumper:
         return self.rt.config.target(key).provider_config.concurrency
 
     def _occupancy(self, targets: list[str]) -> dict[str, tuple[int, int]]:
-        """(queued, calling) per target: jobs handed to its provider queue / calls in
-        progress, batch jobs' and the HTTP gateway's (its live slots, workers/slots.py)."""
+        """(queued, calling) per target: jobs handed to its provider queue and not yet
+        started / calls in progress, batch jobs' and the HTTP gateway's (its live slots,
+        workers/slots.py)."""
         pipe = self.rt.r.pipeline(transaction=False)
         self._count(pipe, targets)
         return self._busy(targets, pipe.execute())
 
     def _count(self, pipe: Any, targets: list[str]) -> None:
         for key in targets:
-            pipe.zcard(self.rt.store.queued_key(key))
-            pipe.zcard(self.rt.store.calling_key(key))
-            slots.live_count(pipe, self.rt.store, key)
+            self.rt.store.read_occupancy(pipe, key)
 
-    @staticmethod
-    def _busy(targets: list[str], counts: list[int]) -> dict[str, tuple[int, int]]:
-        return {key: (counts[3 * i], counts[3 * i + 1] + counts[3 * i + 2])
+    def _busy(self, targets: list[str], counts: list[int]) -> dict[str, tuple[int, int]]:
+        n = self.rt.store.OCCUPANCY_READS
+        return {key: self.rt.store.occupancy_of(counts[n * i:n * (i + 1)])
                 for i, key in enumerate(targets)}
 
     @staticmethod

@@ -4,13 +4,13 @@ A provider's ``concurrency`` bounds the calls in flight per target. Batch calls 
 slot as members of the job store's ``queued:T``/``calling:T`` sets; a call the HTTP
 gateway makes itself holds one as a member of ``{ns}:gwcalling:T``, scored by when its
 lease ends (``gwtake.lua`` takes it only while T has a slot free, counting all three).
-The pump counts live gateway slots in its occupancy (:func:`live_count`), and its
+The pump counts live gateway slots in its occupancy (``JobStore.read_occupancy``), and its
 hand-out refuses a target that filled up since it counted, so batch and gateway calls
 together never exceed ``concurrency``.
 
 The lease is the provider's ``timeout_s`` plus :data:`LEASE_MARGIN_S`: a gateway process
 that dies leaves its slots behind for at most that long. While a call lasts longer (a
-stream may run for minutes: httpx's timeout bounds each read, not the whole call), this
+stream may run for minutes: the client's timeout bounds each read, not the whole call), this
 process's :class:`Slots` keeper extends its lease every :data:`REFRESH_S`.
 
 Giving a slot back is off the answer's path: :meth:`Slots.free` only queues it and the
@@ -51,11 +51,6 @@ SETTLE_S = 1.0
 IDLE_EXIT_S = 60.0
 """The keeper's thread ends after this long with no slot held or queued (a busy gateway
 keeps one thread, not one per call)."""
-
-
-def live_count(pipe: Any, store: Any, target: str) -> None:
-    """Queue ``ZCOUNT`` of ``target``'s live gateway slots on ``pipe`` (the pump's count)."""
-    pipe.zcount(store.gwcalling_key(target), time.time(), "+inf")
 
 
 def lease_s(provider_config: Any) -> float:

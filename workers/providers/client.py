@@ -44,10 +44,11 @@ from workers.providers.outcomes import Observation, Outcome, Transient
 CONNECT_TIMEOUT_S = 10.0
 USER_AGENT = "llm-dispatch/0.1"
 _TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError,
-                     httpcore.UnsupportedProtocol, OSError, ValueError, zlib.error)
-"""No answer from the other side (``httpcore.TimeoutException`` is told apart); a
-malformed URL is a ``ValueError`` or ``UnsupportedProtocol``; a body that does not
-decompress as labelled is ``zlib.error``."""
+                     httpcore.UnsupportedProtocol, zlib.error)
+"""No usable answer from the other side (``httpcore.TimeoutException`` is told apart;
+httpcore maps socket and TLS errors to these); a body that does not decompress as
+labelled is ``zlib.error``. Nothing broader: an exception raised by ``on_chunk`` (the
+gateway's client went away) is not the upstream's failure and propagates as raised."""
 
 
 def scrub(text: str, api_key: str | None) -> str:
@@ -190,7 +191,7 @@ class ProviderClient:
                          "write": timeout_s, "pool": timeout_s}
         self._ssl = httpx.create_ssl_context()
         self._pools: dict[str | None, httpcore.ConnectionPool] = {}
-        self._routes: dict[str, tuple[bytes, httpcore.ConnectionPool]] = {}
+        self._routes: dict[str, tuple[httpcore.URL, httpcore.ConnectionPool]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -201,12 +202,15 @@ class ProviderClient:
         connection, and reach the upstream late."""
         return cls(name, concurrency=pool_size(pc), timeout_s=pc.timeout_s)
 
-    def _route(self, url_base: str) -> tuple[bytes, httpcore.ConnectionPool]:
+    def _route(self, url_base: str) -> tuple[httpcore.URL, httpcore.ConnectionPool]:
         """The request URL and the pool (direct, or through the environment's proxy) for a
-        base URL; worked out once per base URL."""
+        base URL; worked out once per base URL. ValueError: not a usable URL."""
         route = self._routes.get(url_base)
         if route is None:
             url = url_base.rstrip("/") + "/chat/completions"
+            parsed = httpcore.URL(url)
+            if parsed.scheme not in (b"http", b"https") or not parsed.host:
+                raise ValueError(f"not an http(s) URL: {url_base!r}")
             proxy = proxy_for(url)
             with self._lock:
                 pool = self._pools.get(proxy)
@@ -216,7 +220,7 @@ class ProviderClient:
                         max_connections=self._size, max_keepalive_connections=self._size,
                         keepalive_expiry=30.0)
                     self._pools[proxy] = pool
-                route = self._routes[url_base] = (url.encode(), pool)
+                route = self._routes[url_base] = (parsed, pool)
         return route
 
     def send(self, url_base: str, api_key: str | None, body: dict[str, Any],
@@ -242,6 +246,9 @@ class ProviderClient:
         error: str | None = None
         try:
             url, pool = self._route(url_base)
+        except ValueError as exc:
+            raise TransportFailure(scrub(f"{self.name}: invalid URL: {exc}", api_key)) from None
+        try:
             content = json.dumps(body).encode()
             if on_chunk is None:
                 resp = pool.request(b"POST", url, headers=headers, content=content,
@@ -260,8 +267,8 @@ class ProviderClient:
                            time.monotonic() - start)
 
     @staticmethod
-    def _streamed(pool: httpcore.ConnectionPool, url: bytes, headers: list[tuple[bytes, bytes]],
-                  content: bytes, extensions: dict[str, Any],
+    def _streamed(pool: httpcore.ConnectionPool, url: httpcore.URL,
+                  headers: list[tuple[bytes, bytes]], content: bytes, extensions: dict[str, Any],
                   on_chunk: Callable[[dict[str, Any]], None]) -> tuple[httpcore.Response, bytes]:
         with pool.stream(b"POST", url, headers=headers, content=content,
                          extensions=extensions) as resp:
