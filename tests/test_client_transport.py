@@ -136,7 +136,8 @@ def test_stream_split_inside_lines(server: str, no_proxy_env: pytest.MonkeyPatch
     assert whole["choices"][0]["message"]["content"] == "pong"
 
 
-@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=20),
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n",
+                                             blacklist_categories=("Cs",)), max_size=20),
                 max_size=8),
        st.lists(st.integers(min_value=0, max_value=400), max_size=6),
        st.booleans())
