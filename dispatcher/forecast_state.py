@@ -221,7 +221,7 @@ def world_from_redis(r: Any, namespace: str, cfg: Config, simulated: bool) -> Wo
         secs, _reason = engine.cooldown_of(cfg.target(key))
         if secs > 0:
             cool[key] = now + secs
-        n = sum(store.occupancy_of(counts[reads * i:reads * (i + 1)]))
+        n = store.occupancy_of(counts[reads * i:reads * (i + 1)])[1]
         if n:
             busy[key] = [now + latency / 2] * n
     return World(now=now, limits=limits, targets=targets, latency_s=latency,

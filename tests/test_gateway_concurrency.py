@@ -352,7 +352,7 @@ def test_the_pump_counts_a_started_job_once_as_the_scripts_do(store) -> None:
     assert store.gw_take(T, "g", 60, 60)
     pipe = store.r.pipeline()
     store.read_occupancy(pipe, T)
-    waiting_start, in_call = store.occupancy_of(pipe.execute())
-    assert (waiting_start, in_call) == (1, 3)      # b:2 not started; b:0, b:1 and g calling
+    handed_out, used = store.occupancy_of(pipe.execute())
+    assert (handed_out, used) == (3, 4)            # b:0, b:1 started, b:2 not; g calling
     # the same total the hand-out script judges by: 4 busy, so a 5th fits only under 5
     assert not store.gw_take(T, "h", 4, 60) and store.gw_take(T, "h", 5, 60)

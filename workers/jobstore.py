@@ -183,14 +183,14 @@ class JobStore:
 
     @staticmethod
     def occupancy_of(replies: list[Any]) -> tuple[int, int]:
-        """``(handed out and not started, calls in progress)`` from one target's
-        :meth:`read_occupancy` replies.
+        """``(handed out and not released, slots in use)`` from one target's
+        :meth:`read_occupancy` replies: a started job counts once toward the slots.
 
-            >>> JobStore.occupancy_of([3, 2, 2, 1])   # 3 handed out, 2 of them started
-            (1, 3)
+            >>> JobStore.occupancy_of([3, 2, 2, 1])   # 3 handed out, 2 started; 1 gateway
+            (3, 4)
         """
         queued, calling, both, gateway = (int(x) for x in replies)
-        return queued - both, calling + gateway
+        return queued, queued + calling - both + gateway
 
     # -- submission -----------------------------------------------------------
     def create_batch(

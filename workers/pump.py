@@ -85,7 +85,7 @@ class Pumper:
         while done < max_jobs:
             if done:
                 busy = self._occupancy(targets)
-            free = sum(max(0, self._concurrency(t) - q - c) for t, (q, c) in busy.items())
+            free = sum(max(0, self._concurrency(t) - used) for t, (_, used) in busy.items())
             if free == 0:
                 return IDLE_RECHECK_S  # every target is at its concurrency: a release wakes us
             wanted = min(HEADS_PER_READ, free)
@@ -114,8 +114,8 @@ class Pumper:
                     return max(0.05, min(delay - routing.horizon_s, IDLE_RECHECK_S))
                 if not self._dispatch(job, targets[idx], wait_key):
                     break  # the target filled up since it was counted: count again
-                queued, calling = busy[targets[idx]]
-                busy[targets[idx]] = (queued + 1, calling)
+                queued, used = busy[targets[idx]]
+                busy[targets[idx]] = (queued + 1, used + 1)
             if len(heads) < wanted:  # the set was emptied: no need to read it again
                 return IDLE_RECHECK_S
         return 0.0
@@ -135,9 +135,9 @@ class Pumper:
         return self.rt.config.target(key).provider_config.concurrency
 
     def _occupancy(self, targets: list[str]) -> dict[str, tuple[int, int]]:
-        """(queued, calling) per target: jobs handed to its provider queue and not yet
-        started / calls in progress, batch jobs' and the HTTP gateway's (its live slots,
-        workers/slots.py)."""
+        """(queued, used) per target: jobs handed to its provider and not released /
+        concurrency slots in use, by batch jobs and by the HTTP gateway's calls (its live
+        slots, workers/slots.py)."""
         pipe = self.rt.r.pipeline(transaction=False)
         self._count(pipe, targets)
         return self._busy(targets, pipe.execute())
@@ -184,11 +184,14 @@ class Pumper:
             return {"code": "rejected_by_all_targets", "message": "; ".join(whys)}
         return {"code": "no_target", "message": "no enabled target can ever take this job"}
 
-    def _delay(self, job, key: str, queued: int, calling: int) -> float | None:
+    def _delay(self, job, key: str, queued: int, used: int) -> float | None:
+        """``queued``: jobs handed to ``key`` that may still reserve (started or not: a
+        started job may not have reserved yet, so the probe counts it); ``used``: its
+        concurrency slots in use."""
         cfg = self.rt.config
         horizon = cfg.settings.routing.horizon_s
         target = cfg.target(key)
-        full = queued + calling >= target.provider_config.concurrency
+        full = used >= target.provider_config.concurrency
         quota = self.rt.quota(job.simulated)
         cost = quota.learner.estimate(target, job.body)[0]  # the cost the call will reserve
         probe = quota.probe(target, cost, count=queued + 1)

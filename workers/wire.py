@@ -4,8 +4,8 @@ redis-py's generic path (argument encoding, retry and metrics wrappers, pipeline
 costs several times a short command on a small machine; on the HTTP gateway that CPU is
 taken from the answer being sent (one GIL). This packs the commands in the wire protocol
 (RESP) and writes them at once; a client that is not a plain pooled one (single
-connection, cluster) takes the generic pipeline instead. ``QuotaEngine._evalsha`` does
-the same for its scripts.
+connection, cluster) takes the generic pipeline instead. The quota engine's scripts
+(``QuotaEngine._evalsha``) and the gateway's slot writes both go through here.
 """
 
 from __future__ import annotations
@@ -23,6 +23,19 @@ def packed(*parts: Any) -> bytes:
         b = part if isinstance(part, bytes) else str(part).encode()
         out.append(b"$%d\r\n%b\r\n" % (len(b), b))
     return b"".join(out)
+
+
+def evalsha(sha: str, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+    """The command tuple of ``EVALSHA sha numkeys keys... args...`` for :func:`call_many`."""
+    return ("EVALSHA", sha, len(keys), *keys, *args)
+
+
+def call_one(r: Any, command: Sequence[Any]) -> Any:
+    """One command, one round trip; an error reply is raised (``NoScriptError``...)."""
+    reply = call_many(r, [command])[0]
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 def call_many(r: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:

@@ -54,6 +54,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.config.loader import Config, Target
 from dispatcher.config.models import Per, Unit
+from workers import wire
 from workers.quota.classes import BATCH, check_class, class_cap, reserved_units
 from workers.quota.costs import Cost
 from workers.quota.limits import (
@@ -174,18 +175,6 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _packed(sha: str, keys: list[Any], args: list[Any]) -> bytes:
-    """``EVALSHA sha numkeys keys... args...`` in the wire protocol (RESP)."""
-    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(args),
-                                                             sha.encode())]
-    n = str(len(keys)).encode()
-    parts.append(b"$%d\r\n%b\r\n" % (len(n), n))
-    for part in (*keys, *args):
-        b = part if isinstance(part, bytes) else str(part).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
-    return b"".join(parts)
-
-
 def _load(name: str, prelude: str) -> str:
     return prelude + "\n" + (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
 
@@ -301,49 +290,14 @@ class QuotaEngine:
             raise QuotaUnavailable(f"quota store error: {exc}") from exc
 
     def _evalsha(self, sha: str, keys: list[Any], args: list[Any]) -> Any:
-        """One round trip. With a plain pooled client the command is packed here and sent
-        on a pooled connection: redis-py's generic path (argument encoding, retry and
-        metrics wrappers) costs several times the script on a small machine. Anything
-        else (a single-connection or cluster client) takes the generic path."""
-        pool = self._raw_pool()
-        if pool is None:
-            return self.redis.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        conn = pool.get_connection()
-        try:
-            conn.send_packed_command([_packed(sha, keys, args)])
-            return conn.read_response()
-        finally:
-            pool.release(conn)
+        """One round trip, packed by hand on a pooled connection (:mod:`workers.wire`:
+        redis-py's generic path costs several times the script on a small machine)."""
+        return wire.call_one(self.redis, wire.evalsha(sha, keys, args))
 
     def _evalsha_many(self, calls: list[tuple[str, list[Any], list[Any]]]) -> list[Any]:
-        """Several EVALSHAs in one write on one connection, one round trip; each reply in
-        order, an error reply as its exception (every reply is read, so the connection
-        stays in step)."""
-        pool = self._raw_pool()
-        if pool is None:
-            pipe = self.redis.pipeline(transaction=False)
-            for sha, keys, args in calls:
-                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-            return pipe.execute(raise_on_error=False)
-        conn = pool.get_connection()
-        try:
-            conn.send_packed_command([b"".join(_packed(*call) for call in calls)])
-            out: list[Any] = []
-            for _ in calls:
-                try:
-                    out.append(conn.read_response())
-                except ResponseError as exc:
-                    out.append(exc)
-            return out
-        finally:
-            pool.release(conn)
-
-    def _raw_pool(self) -> Any:
-        """The connection pool to pack commands for by hand, or None (generic path)."""
-        pool = getattr(self.redis, "connection_pool", None)
-        if pool is None or getattr(self.redis, "connection", None) is not None:
-            return None
-        return pool
+        """Several EVALSHAs in one write, one round trip; each reply in order, an error
+        reply as its exception."""
+        return wire.call_many(self.redis, [wire.evalsha(*call) for call in calls])
 
     def _eval_along(self, along: ScriptCall, name: str, keys: list[Any],
                     args: list[Any]) -> tuple[Any, Any]:
