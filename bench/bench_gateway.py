@@ -109,12 +109,26 @@ def wait_http(url: str, timeout: float = 120.0) -> None:
     raise RuntimeError(f"{url} did not answer in {timeout}s")
 
 
-class Gateway:
+class Server:
+    """A server process of the bench on a free local port; ``stop()`` ends its group."""
+
+    proc: subprocess.Popen
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        from dispatcher.local import stop_process_groups
+
+        stop_process_groups([self.proc])
+
+
+class Gateway(Server):
     """``dispatch serve --simulate`` in its own process, on the bench Redis."""
 
     def __init__(self, cfg_dir: Path, sim_url: str, namespace: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__()
         env = {**os.environ, "REDIS_URL": BENCH_REDIS_URL, "DISPATCH_NAMESPACE": namespace,
                "DISPATCH_CONFIG": str(cfg_dir), "DISPATCH_SIMULATOR_URL": sim_url}
         env["DISPATCH_API_KEYS"] = TOKEN
@@ -126,18 +140,12 @@ class Gateway:
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
         wait_http(f"{self.url}/healthz")
 
-    def stop(self) -> None:
-        from dispatcher.local import stop_process_groups
 
-        stop_process_groups([self.proc])
-
-
-class LiteLLMProxy:
+class LiteLLMProxy(Server):
     """LiteLLM's proxy (one worker) for model ``fast`` = the simulator's ``p/m1``."""
 
     def __init__(self, litellm: str, sim_url: str, rpm: int | None, tpm: int | None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__()
         params: dict[str, Any] = {"model": "openai/m1", "api_base": f"{sim_url}/p/v1",
                                   "api_key": "simulated"}
         if rpm:
@@ -157,11 +165,6 @@ class LiteLLMProxy:
              "--num_workers", "1"], stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "LITELLM_LOG": "ERROR"}, start_new_session=True)
         wait_http(f"{self.url}/health/liveliness", timeout=240)
-
-    def stop(self) -> None:
-        from dispatcher.local import stop_process_groups
-
-        stop_process_groups([self.proc])
 
 
 # -- the load generator (its own process) -------------------------------------------------
@@ -213,13 +216,12 @@ def load_result(proc: subprocess.Popen[str]) -> dict:
 # -- the parts ------------------------------------------------------------------------
 
 
-class FloorProxy:
+class FloorProxy(Server):
     """``bench/floor_proxy.py`` on uvicorn in its own process: the least any Python ASGI
     proxy with one Redis round trip adds here (``mode``: thread, inline or async)."""
 
     def __init__(self, sim_url: str, mode: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__()
         env = {**os.environ, "REDIS_URL": BENCH_REDIS_URL, "MODE": mode,
                "UPSTREAM": f"{sim_url}/p/v1/chat/completions"}
         self.proc = subprocess.Popen(
@@ -229,11 +231,6 @@ class FloorProxy:
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
             start_new_session=True)
         wait_http(f"{self.url}/healthz")
-
-    def stop(self) -> None:
-        from dispatcher.local import stop_process_groups
-
-        stop_process_groups([self.proc])
 
 
 FLOOR_MODES = ("thread", "inline", "async")

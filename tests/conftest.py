@@ -18,6 +18,23 @@ settings.register_profile("ci", derandomize=True, database=None)
 settings.register_profile("explore", max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+@pytest.fixture
+def store():
+    """A job store in a fresh namespace on the test Redis; its keys removed afterwards."""
+    import uuid
+
+    import redis
+
+    from tests.cluster import TEST_REDIS_URL
+    from workers.jobstore import JobStore
+
+    r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    ns = "ts" + uuid.uuid4().hex[:8]
+    yield JobStore(r, ns)
+    for key in r.scan_iter(f"{ns}*", count=1000):
+        r.delete(key)
+
+
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 

@@ -12,7 +12,7 @@ import redis
 
 from dispatcher.batchfile import JobSpec
 from tests.cluster import TEST_REDIS_URL, Cluster, job_line, model, provider, write_config
-from workers.jobstore import JobStore, waitset_sig
+from workers.jobstore import waitset_sig
 from workers.usage import load_usage, utc_day
 
 
@@ -20,15 +20,6 @@ def spec(custom_id: str, tag: str, targets: list[str]) -> JobSpec:
     """A validated job as ``parse_batch`` makes it."""
     return JobSpec(line=0, custom_id=custom_id, tag=tag, pinned=None,
                    body={"messages": [{"role": "user", "content": custom_id}]}, targets=targets)
-
-
-@pytest.fixture
-def store():
-    r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    ns = "tc" + uuid.uuid4().hex[:8]
-    yield JobStore(r, ns)
-    for key in r.scan_iter(f"{ns}*", count=1000):
-        r.delete(key)
 
 
 def test_next_job_takes_the_fairest_head_of_first_choice_sets_only(store):

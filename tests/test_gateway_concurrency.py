@@ -33,15 +33,6 @@ def server_time(r: redis.Redis) -> float:
     return sec + usec / 1e6
 
 
-@pytest.fixture
-def store():
-    r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    ns = "tg" + uuid.uuid4().hex[:8]
-    yield JobStore(r, ns)
-    for key in r.scan_iter(f"{ns}*", count=1000):
-        r.delete(key)
-
-
 def gateway_config(tmp_path: Path, concurrency: int = 2) -> Path:
     return write_config(tmp_path / "config", {
         "p": provider(model("m1"), model("tight", limits=[

@@ -431,9 +431,7 @@ class JobStore:
         sigs = list(dict.fromkeys(sigs))
         if sigs:
             commands += [("RPUSH", self.wake_key, *sigs), ("LTRIM", self.wake_key, -1000, -1)]
-        for reply in wire.call_many(self.r, commands):
-            if isinstance(reply, Exception):
-                raise reply
+        wire.call_many(self.r, commands, raise_on_error=True)
 
     def finish(self, job: Job, state: str, result: dict[str, Any], provider: str = "") -> bool:
         """End the job exactly once; a second finish (a redelivered message) changes nothing."""

@@ -32,21 +32,20 @@ def evalsha(sha: str, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ..
 
 def call_one(r: Any, command: Sequence[Any]) -> Any:
     """One command, one round trip; an error reply is raised (``NoScriptError``...)."""
-    reply = call_many(r, [command])[0]
-    if isinstance(reply, Exception):
-        raise reply
-    return reply
+    return call_many(r, [command], raise_on_error=True)[0]
 
 
-def call_many(r: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+def call_many(r: Any, commands: Sequence[Sequence[Any]],
+              raise_on_error: bool = False) -> list[Any]:
     """Run ``commands`` in one write and one round trip; each reply in order, an error
-    reply as its exception (every reply is read: the connection stays in step)."""
+    reply as its exception, or raised with ``raise_on_error`` (every reply is read first:
+    the connection stays in step)."""
     pool = getattr(r, "connection_pool", None)
     if pool is None or getattr(r, "connection", None) is not None:
         pipe = r.pipeline(transaction=False)
         for cmd in commands:
             pipe.execute_command(*cmd)
-        return pipe.execute(raise_on_error=False)
+        return _checked(pipe.execute(raise_on_error=False), raise_on_error)
     conn = pool.get_connection()
     try:
         conn.send_packed_command([b"".join(packed(*cmd) for cmd in commands)])
@@ -56,6 +55,14 @@ def call_many(r: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
                 out.append(conn.read_response())
             except ResponseError as exc:
                 out.append(exc)
-        return out
     finally:
         pool.release(conn)
+    return _checked(out, raise_on_error)
+
+
+def _checked(replies: list[Any], raise_on_error: bool) -> list[Any]:
+    if raise_on_error:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+    return replies

@@ -253,9 +253,11 @@ class ProviderClient:
             if on_chunk is None:
                 resp = pool.request(b"POST", url, headers=headers, content=content,
                                     extensions=extensions)
-                out = _decoded(resp.headers, resp.content)
+                status, fields = resp.status, httpx.Headers(resp.headers)
+                out = _decoded(fields, resp.content)
             else:
-                resp, out = self._streamed(pool, url, headers, content, extensions, on_chunk)
+                status, fields, out = self._streamed(pool, url, headers, content, extensions,
+                                                     on_chunk)
         except httpcore.TimeoutException as exc:
             error, timed_out = f"{type(exc).__name__} after {time.monotonic() - start:.1f}s", True
         except _TRANSPORT_ERRORS as exc:
@@ -263,26 +265,25 @@ class ProviderClient:
         if error is not None:  # raised outside `except`: no chained transport exception
             message = scrub(f"{self.name}: {error}", api_key)
             raise TransportFailure(message, time.monotonic() - start, timeout=timed_out)
-        return RawResponse(resp.status, httpx.Headers(resp.headers), out,
-                           time.monotonic() - start)
+        return RawResponse(status, fields, out, time.monotonic() - start)
 
     @staticmethod
     def _streamed(pool: httpcore.ConnectionPool, url: httpcore.URL,
                   headers: list[tuple[bytes, bytes]], content: bytes, extensions: dict[str, Any],
-                  on_chunk: Callable[[dict[str, Any]], None]) -> tuple[httpcore.Response, bytes]:
+                  on_chunk: Callable[[dict[str, Any]], None]) -> tuple[int, httpx.Headers, bytes]:
         with pool.stream(b"POST", url, headers=headers, content=content,
                          extensions=extensions) as resp:
             fields = httpx.Headers(resp.headers)
             ctype = fields.get("content-type", "")
             if not (200 <= resp.status < 300 and ctype.startswith("text/event-stream")):
-                return resp, _decoded(resp.headers, resp.read())
+                return resp.status, fields, _decoded(fields, resp.read())
             decode = _Decoder(fields.get("content-encoding", ""))
             chunks: list[dict[str, Any]] = []
             raw = (decode(part) for part in resp.iter_stream())
             for chunk in sse_events(_lines(raw)):
                 chunks.append(chunk)
                 on_chunk(chunk)
-            return resp, json.dumps(assemble_chunks(chunks)).encode()
+            return resp.status, fields, json.dumps(assemble_chunks(chunks)).encode()
 
     def close(self) -> None:
         with self._lock:
@@ -294,16 +295,13 @@ class ProviderClient:
         return f"ProviderClient({self.name!r}, timeout_s={self.timeout_s})"
 
 
-def _decoded(headers: list[tuple[bytes, bytes]], content: bytes) -> bytes:
+def _decoded(headers: httpx.Headers, content: bytes) -> bytes:
     """The body as sent before any Content-Encoding (see :class:`_Decoder`)."""
-    for name, value in headers:
-        if name.lower() == b"content-encoding":
-            decode = _Decoder(value.decode("latin-1"))
-            try:
-                return decode(content) + decode.flush()
-            except zlib.error:
-                return content  # mislabelled: classified as received (garbage is garbage)
-    return content
+    decode = _Decoder(headers.get("content-encoding", ""))
+    try:
+        return decode(content) + decode.flush()
+    except zlib.error:
+        return content  # mislabelled: classified as received (garbage is garbage)
 
 
 class ClientPool:
