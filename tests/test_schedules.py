@@ -119,6 +119,12 @@ def wait_for(pred, timeout: float, what: str, step: float = 0.2):
 
 
 def ticks_sent(c: Cluster, name: str) -> list[int]:
+    """Ticks the beat published (logged once the message is on the broker)."""
+    return [int(t) for t in re.findall(r"schedule hello: sent tick (\d+)", c.log(name))]
+
+
+def ticks_tried(c: Cluster, name: str) -> list[int]:
+    """Ticks the beat started to send (a beat stopped meanwhile may not have sent one)."""
     return [int(t) for t in re.findall(r"schedule hello: sending tick (\d+)", c.log(name))]
 
 
@@ -297,14 +303,16 @@ def test_two_beats_send_each_tick_once_and_the_standby_takes_over(tmp_path):
         b.wait(timeout=15)
 
         sent = ticks_sent(c, "beat-a") + ticks_sent(c, "beat-b")
-        assert len(sent) == len(set(sent)), f"a tick was sent twice: {sorted(sent)}"
-        gaps = [y - x for x, y in zip(sorted(sent), sorted(sent)[1:], strict=False)]
+        # A killed beat may have started a tick it never published: those may have no batch.
+        tried = ticks_tried(c, "beat-a") + ticks_tried(c, "beat-b")
+        assert len(tried) == len(set(tried)), f"a tick was sent twice: {sorted(tried)}"
+        gaps = [y - x for x, y in zip(sorted(tried), sorted(tried)[1:], strict=False)]
         assert min(gaps) >= EVERY_S - 1, gaps
         wait_for(lambda: len(scheduled_batches(c, "hello")) >= len(sent), 15,
                  "the router to submit every tick")
         time.sleep(0.5)
         batches = scheduled_batches(c, "hello")
-        assert len(batches) == len(sent), (len(batches), sent)
         held = {k.rsplit(":", 1)[1]: c.r.get(k) for k in c.r.keys(f"{c.namespace}:tick:hello:*")}
-        assert set(map(int, held)) == set(sent)
+        assert set(sent) <= set(map(int, held)) <= set(tried), (sent, held, tried)
+        assert len(batches) == len(held), (len(batches), held)
         assert set(held.values()) == {b["id"] for b in batches}

@@ -205,11 +205,15 @@ class DispatchScheduler(RedBeatScheduler):
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True,
                     **kwargs: Any) -> Any:
-        if entry.task == TASK_NAME:
-            tick = tick_of(entry)
-            entry.kwargs = {**(entry.kwargs or {}), "tick": tick}
-            log.info("schedule %s: sending tick %d", entry.name, tick)
-        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        if entry.task != TASK_NAME:
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        tick = tick_of(entry)
+        entry.kwargs = {**(entry.kwargs or {}), "tick": tick}
+        log.info("schedule %s: sending tick %d", entry.name, tick)
+        result = super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        # Only now is the tick on the broker: a beat stopped between the two lines sent none.
+        log.info("schedule %s: sent tick %d", entry.name, tick)
+        return result
 
 
 def _entry_options(cron: str, timezone: str) -> dict[str, Any]:
